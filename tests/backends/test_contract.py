@@ -1,0 +1,262 @@
+"""The backend contract: every backend must pass this suite unchanged.
+
+A new backend joins by adding its URL to ``conftest.BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import backend_url
+from toniq.backends import Backend, from_url
+from toniq.errors import EnqueueError, StoreClosedError
+from toniq.job import CANNOT_RUN, NODE_LOST, JobError, JobState, NewJob, NodeInfo, Outcome
+from toniq.serialization import dumps
+
+W = "contract.W"
+V = "contract.V"
+
+
+@pytest.fixture
+def backend(backend_kind: str, tmp_path: Path) -> Iterator[Backend]:
+    backend = from_url(backend_url(backend_kind, tmp_path))
+    yield backend
+    backend.close()
+
+
+def new(worker: str = W, n: int = 1, run_at: float | None = None) -> list[NewJob]:
+    return [
+        NewJob(f"{worker}-{time.monotonic_ns()}-{i}", worker, dumps((i,), {}), time.time(), run_at)
+        for i in range(n)
+    ]
+
+
+def node(backend: Backend, name: str = "n1", workers: tuple[str, ...] = (W, V)) -> str:
+    now = time.time()
+    backend.register_node(NodeInfo(name, "host", 1, now, now, workers))
+    return name
+
+
+def test_is_a_backend(backend: Backend) -> None:
+    assert isinstance(backend, Backend)
+
+
+def test_enqueue_then_claim_in_fifo_order(backend: Backend) -> None:
+    jobs = new(n=5)
+    backend.enqueue(jobs)
+    n = node(backend)
+    claimed = backend.claim(n, {W: 3})
+    assert [c.id for c in claimed] == [j.id for j in jobs[:3]]
+    assert all(c.attempt == 1 and c.token for c in claimed)
+    rest = backend.claim(n, {W: 10})
+    assert [c.id for c in rest] == [j.id for j in jobs[3:]]
+    assert backend.claim(n, {W: 10}) == []
+    record = backend.get_job(jobs[0].id)
+    assert record is not None and record.state is JobState.RUNNING and record.node == n
+
+
+def test_claim_only_for_the_workers_asked(backend: Backend) -> None:
+    backend.enqueue(new(W, 2) + new(V, 2))
+    n = node(backend)
+    claimed = backend.claim(n, {V: 5})
+    assert {c.worker for c in claimed} == {V} and len(claimed) == 2
+    assert backend.counts()[W] == {"available": 2}
+
+
+def test_unregistered_node_claims_nothing(backend: Backend) -> None:
+    backend.enqueue(new())
+    assert backend.claim("ghost", {W: 1}) == []
+
+
+def test_concurrent_claims_never_share_a_job(backend: Backend) -> None:
+    backend.enqueue(new(n=300))
+    names = [node(backend, f"n{i}") for i in range(4)]
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(name: str) -> None:
+        while claimed := backend.claim(name, {W: 7}):
+            with lock:
+                got.extend(c.id for c in claimed)
+
+    threads = [threading.Thread(target=claimer, args=(name,)) for name in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 300 and len(set(got)) == 300
+
+
+def test_ack_success_deletes_the_job_and_counts_it(backend: Backend) -> None:
+    backend.enqueue(new(n=2))
+    n = node(backend)
+    claimed = backend.claim(n, {W: 2})
+    report = backend.ack(n, [Outcome(c.id, c.token, c.worker) for c in claimed])
+    assert report.accepted == 2 and report.rejected == ()
+    assert all(backend.get_job(c.id) is None for c in claimed)
+    assert backend.counts() == {W: {"done": 2}}
+
+
+def test_ack_error_keeps_the_job_failed_with_its_error(backend: Backend) -> None:
+    backend.enqueue(new())
+    n = node(backend)
+    (c,) = backend.claim(n, {W: 1})
+    try:
+        raise ValueError("bad input")
+    except ValueError as exc:
+        error = JobError.from_exception(exc, attempt=c.attempt, node=n)
+    backend.ack(n, [Outcome(c.id, c.token, c.worker, error)])
+    record = backend.get_job(c.id)
+    assert record is not None and record.state is JobState.FAILED
+    assert record.finished_at is not None and record.node is None
+    (stored,) = record.errors
+    assert stored.type == "ValueError" and stored.message == "bad input"
+    assert "raise ValueError" in stored.traceback and stored.attempt == 1 and stored.node == n
+    assert backend.counts() == {W: {"failed": 1}}
+
+
+def test_ack_with_a_wrong_token_is_rejected(backend: Backend) -> None:
+    backend.enqueue(new())
+    n = node(backend)
+    (c,) = backend.claim(n, {W: 1})
+    report = backend.ack(n, [Outcome(c.id, "not-the-token", c.worker)])
+    assert report.accepted == 0 and report.rejected == (c.id,)
+    record = backend.get_job(c.id)
+    assert record is not None and record.state is JobState.RUNNING
+
+
+def test_release_hands_jobs_back_at_once(backend: Backend) -> None:
+    jobs = new(n=2)
+    backend.enqueue(jobs)
+    n = node(backend)
+    claimed = backend.claim(n, {W: 2})
+    assert backend.release(n, [(c.id, c.token) for c in claimed]) == 2
+    record = backend.get_job(jobs[0].id)
+    assert record is not None and record.state is JobState.AVAILABLE and record.attempt == 0
+    again = backend.claim(n, {W: 2})
+    assert [c.id for c in again] == [j.id for j in jobs]  # still first in line
+    assert all(c.attempt == 1 for c in again)
+    # The old claims are void: acking them changes nothing.
+    assert backend.ack(n, [Outcome(claimed[0].id, claimed[0].token, W)]).accepted == 0
+
+
+def test_heartbeat(backend: Backend) -> None:
+    n = node(backend)
+    assert backend.heartbeat(n) is True
+    assert backend.heartbeat("ghost") is False
+    assert [info.id for info in backend.nodes()] == [n]
+    backend.unregister_node(n)
+    assert backend.nodes() == []
+    assert backend.heartbeat(n) is False
+
+
+def test_take_over_a_dead_nodes_jobs_exactly_once(backend: Backend) -> None:
+    backend.enqueue(new(n=3))
+    dead = node(backend, "dead")
+    claimed = backend.claim(dead, {W: 3})
+    live = node(backend, "live")
+    time.sleep(0.3)  # "dead" stops heart-beating; "live" keeps going
+    backend.heartbeat(live)
+    reports = [backend.take_over(0.2, 3) for _ in range(3)]
+    assert reports[0].dead_nodes == ("dead",)
+    assert sorted(reports[0].requeued) == sorted(c.id for c in claimed)
+    assert all(r.dead_nodes == () and r.requeued == () for r in reports[1:])
+    record = backend.get_job(claimed[0].id)
+    assert record is not None and record.state is JobState.AVAILABLE and record.node is None
+    assert record.errors[-1].type == NODE_LOST and record.errors[-1].node == "dead"
+    # The dead node wakes up: its late acks are rejected, it must register again to claim.
+    late = backend.ack(dead, [Outcome(c.id, c.token, W) for c in claimed])
+    assert late.accepted == 0 and len(late.rejected) == 3
+    assert backend.heartbeat(dead) is False
+    assert backend.claim(dead, {W: 3}) == []
+    again = backend.claim(live, {W: 3})
+    assert sorted(c.id for c in again) == sorted(c.id for c in claimed)
+    assert all(c.attempt == 2 for c in again)
+
+
+def test_concurrent_take_overs_take_each_job_once(backend: Backend) -> None:
+    backend.enqueue(new(n=50))
+    backend.claim(node(backend, "dead"), {W: 50})
+    for i in range(4):
+        node(backend, f"live{i}")
+    time.sleep(0.3)
+    for i in range(4):
+        backend.heartbeat(f"live{i}")
+    requeued: list[str] = []
+    lock = threading.Lock()
+
+    def taker() -> None:
+        report = backend.take_over(0.2, 3)
+        with lock:
+            requeued.extend(report.requeued)
+
+    threads = [threading.Thread(target=taker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(requeued) == 50 and len(set(requeued)) == 50
+
+
+def test_a_job_that_keeps_killing_nodes_goes_to_failed(backend: Backend) -> None:
+    (job,) = new()
+    backend.enqueue([job])
+    for round in range(3):
+        victim = node(backend, f"victim{round}")
+        assert [c.id for c in backend.claim(victim, {W: 1})] == [job.id]
+        time.sleep(0.25)
+        report = backend.take_over(0.2, 3)
+        assert (job.id in report.failed) == (round == 2)
+    record = backend.get_job(job.id)
+    assert record is not None and record.state is JobState.FAILED
+    assert [e.type for e in record.errors] == [NODE_LOST] * 3
+
+
+def test_enqueue_is_all_or_nothing(backend: Backend) -> None:
+    jobs = new(n=3)
+    backend.enqueue(jobs[:1])
+    with pytest.raises(EnqueueError):
+        backend.enqueue(jobs[1:] + jobs[:1])  # the last one is a duplicate id
+    assert backend.get_job(jobs[1].id) is None and backend.get_job(jobs[2].id) is None
+    assert backend.counts() == {W: {"available": 1}}
+
+
+def test_scheduled_jobs_wait_for_their_time(backend: Backend) -> None:
+    (later,) = new(run_at=time.time() + 0.3)
+    backend.enqueue([later])
+    n = node(backend)
+    record = backend.get_job(later.id)
+    assert record is not None and record.state is JobState.SCHEDULED
+    assert backend.claim(n, {W: 1}) == []
+    time.sleep(0.35)
+    assert [c.id for c in backend.claim(n, {W: 1})] == [later.id]
+
+
+def test_jobs_no_live_node_can_run_are_failed_with_the_reason(backend: Backend) -> None:
+    orphan = new("nobody.Knows")
+    known = new(W)
+    backend.enqueue(orphan + known)
+    node(backend, workers=(W,))
+    assert backend.fail_unrunnable(older_than=60.0) == []  # too recent to give up on
+    time.sleep(0.05)
+    assert backend.fail_unrunnable(older_than=0.01) == [orphan[0].id]
+    record = backend.get_job(orphan[0].id)
+    assert record is not None and record.state is JobState.FAILED
+    assert record.errors[-1].type == CANNOT_RUN and "nobody.Knows" in record.errors[-1].message
+    known_record = backend.get_job(known[0].id)
+    assert known_record is not None and known_record.state is JobState.AVAILABLE
+
+
+def test_closed_backend_raises(backend: Backend) -> None:
+    backend.close()
+    with pytest.raises(EnqueueError):
+        backend.enqueue(new())
+    with pytest.raises(StoreClosedError):
+        backend.claim("n", {W: 1})
+    with pytest.raises(StoreClosedError):
+        backend.counts()

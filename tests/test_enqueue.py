@@ -1,0 +1,155 @@
+"""Enqueue: arguments arrive as they were, bad input is refused and stores nothing."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import threading
+from pathlib import Path
+
+import pytest
+
+import toniq
+from tests.conftest import FAST
+from tests.workers import AsyncEcho, Echo, Local, Point, add, probe
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    probe.reset()
+
+
+def test_arguments_arrive_exactly_as_enqueued(app: toniq.Toniq) -> None:
+    when = datetime.datetime(2026, 11, 27, 12, 30, tzinfo=datetime.timezone.utc)
+    args = (decimal.Decimal("19.99"), when, Point(1, 2), (1, (2, 3)), {"a": [1, 2]}, b"\x00")
+    handle = toniq.enqueue(Echo, *args, key=frozenset({1}))
+    assert handle.persisted and len(handle.id) == 32 and handle.worker == "tests.Echo"
+    with toniq.Node(app) as node:
+        node.drain()
+    ((name, got_args, got_kwargs),) = probe.calls
+    assert got_args == args and got_kwargs == {"key": frozenset({1})}
+    assert [type(a) for a in got_args] == [type(a) for a in args]
+
+
+def test_async_twin_and_function_workers(app: toniq.Toniq) -> None:
+    import asyncio
+
+    async def main() -> None:
+        await toniq.enqueue_async(AsyncEcho, 1, x=2)
+        await add.enqueue_async(2, 3)
+
+    asyncio.run(main())
+    add.enqueue(a=5, b=6)
+    asyncio.run(add(1, 1))  # calling the function still calls it directly, not as a job
+    with toniq.Node(app) as node:
+        node.drain()
+    assert ("add", (1, 1), {}) == probe.calls[0]
+    assert sorted(map(repr, probe.calls[1:])) == sorted(
+        map(repr, [("AsyncEcho", (1,), {"x": 2}), ("add", (2, 3), {}), ("add", (5, 6), {})])
+    )
+
+
+def test_job_handle_reports_the_stored_job(app: toniq.Toniq) -> None:
+    handle = toniq.enqueue(Echo, 1)
+    info = handle.info()
+    assert info is not None and info.state is toniq.JobState.AVAILABLE
+    assert info.arguments() == ((1,), {})
+
+
+def test_not_a_worker_is_refused(app: toniq.Toniq) -> None:
+    with pytest.raises(toniq.NotAWorkerError, match="Worker subclass"):
+        toniq.enqueue(print, 1)  # type: ignore[arg-type]
+    with pytest.raises(toniq.NotAWorkerError, match="class, not an instance"):
+        toniq.enqueue(Echo(), 1)
+    with pytest.raises(toniq.NotAWorkerError):
+        toniq.enqueue("tests.Echo", 1)
+    assert app.counts() == {}
+
+
+def test_arguments_that_do_not_fit_perform_are_refused(app: toniq.Toniq) -> None:
+    with pytest.raises(TypeError, match="cannot enqueue tests.add"):
+        add.enqueue(1, 2, 3)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        toniq.enqueue(add, a=1, b=2, c=3)
+    assert app.counts() == {}
+
+
+def test_unpicklable_arguments_name_the_argument_and_store_nothing(app: toniq.Toniq) -> None:
+    with pytest.raises(toniq.SerializationError, match="argument 'lock'") as info:
+        toniq.enqueue(Echo, 1, lock=threading.Lock())
+    assert "cannot be pickled" in str(info.value)
+    with pytest.raises(toniq.SerializationError, match="positional argument 1"):
+        toniq.enqueue(Echo, 1, lambda: 2)
+    assert app.counts() == {}
+
+
+def test_per_enqueue_options_never_collide_with_job_arguments(app: toniq.Toniq) -> None:
+    # A job may have its own `persist` argument: options go through with_options().
+    handle = toniq.enqueue(Echo, persist=True)
+    assert handle.persisted
+    local = Echo.with_options(persist=False).enqueue(persist="mine")
+    assert not local.persisted
+    with pytest.raises(TypeError, match="unknown enqueue option"):
+        Echo.with_options(priority=1)
+
+
+def test_closed_store_gives_a_clear_error(app: toniq.Toniq) -> None:
+    app.close()
+    with pytest.raises(toniq.StoreError):
+        toniq.enqueue(Echo, 1)
+
+
+def test_unreachable_store_gives_a_clear_error(tmp_path: Path) -> None:
+    app = toniq.Toniq(url=f"sqlite:///{tmp_path / 'missing' / 'x.sqlite3'}")
+    with pytest.raises(toniq.EnqueueError, match="does not exist"):
+        app.enqueue(Echo, 1)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_stored_jobs_survive_reopening_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "ro.sqlite3"
+    app = toniq.Toniq(url=f"sqlite:///{path}")
+    app.enqueue(Echo, 1)
+    app.close()
+    reader = toniq.Toniq(url=f"sqlite:///{path}")
+    assert reader.counts()["tests.Echo"] == {"available": 1}
+    reader.close()
+
+
+def test_persist_false_runs_at_once_and_leaves_nothing_in_the_store(
+    sqlite_app: toniq.Toniq, tmp_path: Path
+) -> None:
+    before = (tmp_path / "toniq.sqlite3").exists() and sqlite_app.counts()
+    handle = toniq.enqueue(Local, Point(3, 4))
+    per_enqueue = Echo.with_options(persist=False).enqueue("not stored")
+    assert not handle.persisted and not per_enqueue.persisted and handle.info() is None
+    sqlite_app.local_node().drain()
+    assert ("Local", (Point(3, 4),), {}) in probe.calls
+    assert ("Echo", ("not stored",), {}) in probe.calls
+    assert sqlite_app.counts() == {} and before in (False, {})
+    import sqlite3
+
+    rows = sqlite3.connect(tmp_path / "toniq.sqlite3").execute(
+        "SELECT count(*) FROM toniq_jobs").fetchone()
+    assert rows == (0,)
+
+
+def test_persist_false_uses_the_running_node_of_this_process(app: toniq.Toniq) -> None:
+    with toniq.Node(app) as node:
+        assert app.local_node() is node
+        toniq.enqueue(Local, 1)
+        node.drain()
+        assert node.stats.local_done == 1
+    assert app.counts() == {}
+
+
+def test_configure_rejects_unknown_settings_and_bad_urls() -> None:
+    with pytest.raises(TypeError, match="unknown setting"):
+        toniq.Toniq(url="memory://", heartbeat=1)
+    with pytest.raises(toniq.ConfigurationError, match="unknown backend URL"):
+        toniq.Toniq(url="mongodb://x").backend
+    with pytest.raises(toniq.ConfigurationError, match="memory://"):
+        toniq.Toniq(url="sqlite:///:memory:").backend
+    with pytest.raises(toniq.ConfigurationError, match="takeover_timeout"):
+        toniq.Toniq(url="memory://", heartbeat_interval=5, takeover_timeout=1)
+    assert FAST["takeover_timeout"] > FAST["heartbeat_interval"]

@@ -1,0 +1,72 @@
+"""toniq: simple and reliable background jobs for Python.
+
+Define a worker, enqueue jobs, run a node::
+
+    import toniq
+
+    class SendEmail(toniq.Worker):
+        def perform(self, to: str, subject: str) -> None:
+            ...
+
+    toniq.enqueue(SendEmail, to="info@example.com", subject="Hello")
+
+and in a terminal: ``toniq worker myapp``.
+"""
+
+from toniq.__version__ import __version__
+from toniq.app import (
+    JobHandle,
+    Toniq,
+    configure,
+    counts,
+    enqueue,
+    enqueue_async,
+    get_app,
+    get_job,
+    nodes,
+)
+from toniq.errors import (
+    ConfigurationError,
+    EnqueueError,
+    NotAWorkerError,
+    SerializationError,
+    StoreClosedError,
+    StoreError,
+    ToniqError,
+    UnknownWorkerError,
+)
+from toniq.job import JobError, JobRecord, JobState, NodeInfo
+from toniq.node import Node
+from toniq.settings import Settings
+from toniq.worker import EnqueueSpec, Worker, WorkerFunction, worker
+
+__all__ = [
+    "ConfigurationError",
+    "EnqueueError",
+    "EnqueueSpec",
+    "JobError",
+    "JobHandle",
+    "JobRecord",
+    "JobState",
+    "Node",
+    "NodeInfo",
+    "NotAWorkerError",
+    "SerializationError",
+    "Settings",
+    "StoreClosedError",
+    "StoreError",
+    "Toniq",
+    "ToniqError",
+    "UnknownWorkerError",
+    "Worker",
+    "WorkerFunction",
+    "__version__",
+    "configure",
+    "counts",
+    "enqueue",
+    "enqueue_async",
+    "get_app",
+    "get_job",
+    "nodes",
+    "worker",
+]

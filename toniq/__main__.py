@@ -1,0 +1,5 @@
+"""``python -m toniq`` is the ``toniq`` command."""
+
+from toniq.cli import main
+
+main(prog_name="toniq")

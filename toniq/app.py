@@ -1,0 +1,261 @@
+"""The app: settings, the backend they name, and enqueue.
+
+Most programs use the module-level functions (:func:`toniq.enqueue`,
+:func:`toniq.configure`), which act on one default app made on first use from
+``TONIQ_URL`` (or the default SQLite file). Nothing connects until a job is
+enqueued or a node starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from toniq.backends import Backend, from_url
+from toniq.errors import EnqueueError, StoreError
+from toniq.job import JobRecord, NewJob, NodeInfo
+from toniq.serialization import dumps
+from toniq.settings import DEFAULT_URL, Settings, redact
+from toniq.worker import check_arguments, resolve
+
+if TYPE_CHECKING:
+    from toniq.node import Node
+
+logger = logging.getLogger("toniq")
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """What enqueue returns: the job's ``id`` and worker name.
+
+    ``persisted`` is ``False`` for ``persist=False`` jobs, which the store never sees.
+    """
+
+    id: str
+    worker: str
+    persisted: bool
+    app: Toniq
+
+    def info(self) -> JobRecord | None:
+        """The stored job now, or ``None`` once it finished (a done job is deleted)."""
+        if not self.persisted:
+            return None
+        return self.app.get_job(self.id)
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.worker} {self.id}{'' if self.persisted else ' persist=False'}>"
+
+
+class Toniq:
+    """Settings plus the backend they name. Example::
+
+        app = toniq.Toniq(url="sqlite:///jobs.sqlite3")
+        app.enqueue(SendEmail, to="a@example.com")
+        with toniq.Node(app):
+            ...
+    """
+
+    def __init__(self, url: str | None = None, **settings: Any) -> None:
+        self.settings = Settings.make(url, **settings)
+        self._backend: Backend | None = None
+        self._lock = threading.Lock()
+        self._nodes: list[Node] = []
+        self._local_node: Node | None = None
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, opened on first use."""
+        backend = self._backend
+        if backend is not None:
+            return backend
+        with self._lock:
+            if self._backend is None:
+                if self._closed:
+                    from toniq.errors import StoreClosedError
+
+                    raise StoreClosedError("this toniq app was closed")
+                if self.settings.url == DEFAULT_URL:
+                    logger.info(
+                        "toniq: storing jobs in %s (the default; set TONIQ_URL or "
+                        "toniq.configure(url=...) to change it)", DEFAULT_URL)
+                self._backend = from_url(self.settings.url)
+            return self._backend
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    def _prepare(self, target: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> tuple[Any, NewJob | None]:
+        cls, options = resolve(target)
+        check_arguments(cls, args, kwargs)
+        job_id = uuid.uuid4().hex
+        if not options.get("persist", cls.worker_options.persist):
+            return cls, None
+        payload = dumps(args, kwargs, worker=cls.worker_name)
+        return cls, NewJob(job_id, cls.worker_name, payload, time.time())
+
+    def enqueue(self, target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
+        """Enqueue a job of ``target`` (a worker class, a ``@toniq.worker`` function, or
+        ``W.with_options(...)``) with these arguments, which ``perform`` receives as they are.
+
+        Raises :class:`NotAWorkerError`, ``TypeError`` (arguments that do not fit
+        ``perform``), :class:`SerializationError` or :class:`EnqueueError`; in each case
+        nothing was stored.
+        """
+        cls, job = self._prepare(target, args, kwargs)
+        if job is None:
+            return self._run_local(cls, args, kwargs)
+        self._store(job)
+        return JobHandle(job.id, job.worker, True, self)
+
+    async def enqueue_async(self, target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
+        """The async twin of :meth:`enqueue`: the store is written off the event loop."""
+        cls, job = self._prepare(target, args, kwargs)
+        if job is None:
+            return self._run_local(cls, args, kwargs)
+        await asyncio.to_thread(self._store, job)
+        return JobHandle(job.id, job.worker, True, self)
+
+    def _store(self, job: NewJob) -> None:
+        try:
+            self.backend.enqueue([job])
+        except EnqueueError:
+            raise
+        except StoreError as exc:
+            raise EnqueueError(f"job of {job.worker} was not stored: {exc}") from exc
+        for node in list(self._nodes):
+            node.wake()  # a node in this process starts it now instead of at its next poll
+
+    def _run_local(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobHandle:
+        job_id = uuid.uuid4().hex
+        self.local_node().submit_local(cls, args, kwargs, job_id)
+        return JobHandle(job_id, cls.worker_name, False, self)
+
+    def local_node(self) -> Node:
+        """The node of this process that runs ``persist=False`` jobs: a running node of this
+        app, or else a small one started on first use (it stores nothing)."""
+        with self._lock:
+            for node in self._nodes:
+                if not node.local_only:
+                    return node
+            node = self._local_node
+            first = node is None
+            if node is None:
+                from toniq.node import Node
+
+                node = self._local_node = Node(self, local_only=True)
+        if first:
+            node.start()  # outside the lock: the node attaches itself while starting
+            atexit.register(node.stop)
+        else:
+            node.wait_started()
+        return node
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """A stored job by id, or ``None`` (unknown, or finished and deleted)."""
+        return self.backend.get_job(job_id)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Jobs per worker and state, e.g. ``{"app.SendEmail": {"available": 3, "done": 9}}``."""
+        return self.backend.counts()
+
+    def nodes(self) -> list[NodeInfo]:
+        """The live nodes the store knows."""
+        return self.backend.nodes()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def _attach(self, node: Node) -> None:
+        with self._lock:
+            self._nodes.append(node)
+
+    def _detach(self, node: Node) -> None:
+        with self._lock:
+            if node in self._nodes:
+                self._nodes.remove(node)
+
+    def close(self) -> None:
+        """Stop the ``persist=False`` runner and close the backend."""
+        local, self._local_node = self._local_node, None
+        if local is not None:
+            local.stop()
+        with self._lock:
+            self._closed = True
+            backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
+
+    def __repr__(self) -> str:
+        return f"<toniq.Toniq {redact(self.url)}>"
+
+
+_default: Toniq | None = None
+_default_lock = threading.Lock()
+
+
+def get_app() -> Toniq:
+    """The default app, made on first use from ``TONIQ_URL`` or the default URL."""
+    global _default
+    app = _default
+    if app is None:
+        with _default_lock:
+            if _default is None:
+                _default = Toniq()
+            app = _default
+    return app
+
+
+def configure(url: str | None = None, **settings: Any) -> Toniq:
+    """Set up the default app: ``toniq.configure(url="sqlite:///jobs.sqlite3")``.
+
+    ``url`` falls back to ``TONIQ_URL``, then to ``sqlite:///toniq.sqlite3``. Other
+    keywords are :class:`toniq.Settings`. Replaces (and closes) the previous default app.
+    """
+    global _default
+    app = Toniq(url, **settings)
+    with _default_lock:
+        old, _default = _default, app
+    if old is not None:
+        old.close()
+    return app
+
+
+def enqueue(target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
+    """Enqueue a job on the default app. Example::
+
+        toniq.enqueue(SendEmail, to="info@example.com", subject="Hello")
+        toniq.enqueue(SendEmail.with_options(persist=False), to="me@example.com")
+    """
+    return get_app().enqueue(target, *args, **kwargs)
+
+
+async def enqueue_async(target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
+    """The async twin of :func:`enqueue`: ``await toniq.enqueue_async(SendEmail, ...)``."""
+    return await get_app().enqueue_async(target, *args, **kwargs)
+
+
+def get_job(job_id: str) -> JobRecord | None:
+    """A stored job of the default app by id."""
+    return get_app().get_job(job_id)
+
+
+def counts() -> dict[str, dict[str, int]]:
+    """Jobs per worker and state on the default app."""
+    return get_app().counts()
+
+
+def nodes() -> list[NodeInfo]:
+    """Live nodes of the default app."""
+    return get_app().nodes()

@@ -1,0 +1,84 @@
+"""The Backend protocol: the one interface every store implements.
+
+Every method is one atomic state change inside the store (a transaction on
+SQLite, one Lua script on Redis): there is no read-then-write across round
+trips. Methods are synchronous and thread-safe; the node calls them from a
+dedicated I/O thread and its heartbeat thread. Times are taken from the store's
+clock (on Redis, the server's ``TIME``), never passed in by a caller, so nodes
+with skewed clocks still agree on who is alive.
+
+The contract every backend must pass lives in ``tests/backends/contract.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from toniq.job import (
+    AckReport,
+    ClaimedJob,
+    JobRecord,
+    NewJob,
+    NodeInfo,
+    Outcome,
+    TakeoverReport,
+)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where jobs are stored. See the module docstring for the rules all methods follow."""
+
+    #: The URL this backend was made from, with any password hidden.
+    url: str
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+        """Store all ``jobs`` as AVAILABLE (or SCHEDULED if ``run_at`` is in the future),
+        or none of them: raises :class:`toniq.EnqueueError` and leaves nothing behind."""
+
+    def claim(self, node_id: str, wants: Mapping[str, int]) -> list[ClaimedJob]:
+        """Lease up to ``wants[worker]`` AVAILABLE jobs of each worker to ``node_id``, oldest
+        first, marking them RUNNING with a fresh token and one more attempt. Returns nothing
+        if ``node_id`` is not a registered, live node."""
+
+    def ack(self, node_id: str, outcomes: Sequence[Outcome]) -> AckReport:
+        """Finish runs: a success deletes the job (a done counter is kept), an error stores
+        it as FAILED with the error appended. An outcome whose ``(id, token)`` no longer holds
+        a RUNNING claim is rejected and changes nothing."""
+
+    def release(self, node_id: str, jobs: Sequence[tuple[str, str]]) -> int:
+        """Hand ``(id, token)`` claims back as AVAILABLE at once (graceful shutdown). The
+        attempt they used is given back. Returns how many were still held."""
+
+    def register_node(self, info: NodeInfo) -> None:
+        """Record a node as alive from now (its heartbeat time is the store's now)."""
+
+    def heartbeat(self, node_id: str) -> bool:
+        """Renew a node's lease. ``False`` if the node is unknown: it was taken over (its jobs
+        are gone from it) and must register again before it claims."""
+
+    def unregister_node(self, node_id: str) -> None:
+        """Forget a node that stopped cleanly (after releasing its jobs)."""
+
+    def take_over(self, timeout: float, max_node_deaths: int) -> TakeoverReport:
+        """Take the jobs of nodes whose last heartbeat is older than ``timeout`` seconds (and
+        RUNNING jobs of no known node): each gets a ``toniq.NodeLost`` error and goes back to
+        AVAILABLE, or to FAILED once it has lost ``max_node_deaths`` nodes. Dead nodes are
+        removed. Atomic, so when several nodes call it, each job is taken exactly once."""
+
+    def fail_unrunnable(self, older_than: float) -> list[str]:
+        """Move AVAILABLE jobs enqueued more than ``older_than`` seconds ago whose worker no
+        registered node runs to FAILED with a ``toniq.CannotRun`` reason. Returns their ids."""
+
+    def nodes(self) -> list[NodeInfo]:
+        """The registered nodes."""
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """A stored job, or ``None`` (never stored, or finished and deleted)."""
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{worker: {state: n}}`` over stored jobs, plus the ``done`` counter."""
+
+    def close(self) -> None:
+        """Release connections. Later calls raise :class:`toniq.StoreClosedError`."""

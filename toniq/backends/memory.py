@@ -1,0 +1,286 @@
+"""The in-memory backend (``memory://``): one process, nothing on disk.
+
+For tests and for trying things out. Jobs live in this process only and are gone
+when it exits; it follows the same contract as the other backends otherwise.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from toniq.errors import EnqueueError, StoreClosedError
+from toniq.job import (
+    CANNOT_RUN,
+    NODE_LOST,
+    AckReport,
+    ClaimedJob,
+    JobError,
+    JobRecord,
+    JobState,
+    NewJob,
+    NodeInfo,
+    Outcome,
+    TakeoverReport,
+)
+
+
+@dataclass
+class _Row:
+    seq: int
+    record: JobRecord
+    token: str | None = None
+    node_deaths: int = 0
+
+
+@dataclass
+class _Queues:
+    available: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    scheduled: list[tuple[float, int, str]] = field(default_factory=list)
+
+
+class MemoryBackend:
+    """Jobs in a dict, guarded by one lock. See :class:`toniq.backends.Backend`."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._rows: dict[str, _Row] = {}
+        self._queues = _Queues()
+        self._nodes: dict[str, NodeInfo] = {}
+        self._done: dict[str, int] = {}
+        self._seq = itertools.count(1)
+        self._closed = False
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{self.url} backend is closed")
+
+    def _push_available(self, row: _Row) -> None:
+        row.record.state = JobState.AVAILABLE
+        heapq.heappush(
+            self._queues.available.setdefault(row.record.worker, []), (row.seq, row.record.id)
+        )
+
+    def _promote_due(self, now: float) -> None:
+        scheduled = self._queues.scheduled
+        while scheduled and scheduled[0][0] <= now:
+            _, _, job_id = heapq.heappop(scheduled)
+            row = self._rows.get(job_id)
+            if row is not None and row.record.state is JobState.SCHEDULED:
+                self._push_available(row)
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+        with self._lock:
+            if self._closed:
+                raise EnqueueError(f"{self.url} backend is closed; the job was not stored")
+            ids = [job.id for job in jobs]
+            if len(set(ids)) != len(ids) or any(i in self._rows for i in ids):
+                raise EnqueueError("duplicate job id; nothing was stored")
+            now = time.time()
+            for job in jobs:
+                seq = next(self._seq)
+                scheduled = job.run_at is not None and job.run_at > now
+                record = JobRecord(
+                    id=job.id,
+                    worker=job.worker,
+                    state=JobState.SCHEDULED if scheduled else JobState.AVAILABLE,
+                    payload=job.payload,
+                    attempt=0,
+                    enqueued_at=job.enqueued_at,
+                    run_at=job.run_at,
+                )
+                row = _Row(seq=seq, record=record)
+                self._rows[job.id] = row
+                if scheduled:
+                    assert job.run_at is not None
+                    heapq.heappush(self._queues.scheduled, (job.run_at, seq, job.id))
+                else:
+                    self._push_available(row)
+
+    def claim(self, node_id: str, wants: Mapping[str, int]) -> list[ClaimedJob]:
+        with self._lock:
+            self._check()
+            if node_id not in self._nodes:
+                return []
+            now = time.time()
+            self._promote_due(now)
+            token = secrets.token_hex(8)
+            claimed: list[ClaimedJob] = []
+            for worker, n in wants.items():
+                queue = self._queues.available.get(worker)
+                while queue and n > 0:
+                    _, job_id = heapq.heappop(queue)
+                    row = self._rows.get(job_id)
+                    if row is None or row.record.state is not JobState.AVAILABLE:
+                        continue  # a stale entry: the job moved on since it was queued
+                    record = row.record
+                    record.state = JobState.RUNNING
+                    record.attempt += 1
+                    record.node = node_id
+                    record.started_at = now
+                    row.token = token
+                    claimed.append(
+                        ClaimedJob(record.id, worker, record.payload, record.attempt, token,
+                                   record.enqueued_at)
+                    )
+                    n -= 1
+            return claimed
+
+    def _holds(self, job_id: str, token: str) -> _Row | None:
+        row = self._rows.get(job_id)
+        if row is None or row.token != token or row.record.state is not JobState.RUNNING:
+            return None
+        return row
+
+    def ack(self, node_id: str, outcomes: Sequence[Outcome]) -> AckReport:
+        with self._lock:
+            self._check()
+            rejected: list[str] = []
+            accepted = 0
+            now = time.time()
+            for outcome in outcomes:
+                row = self._holds(outcome.id, outcome.token)
+                if row is None:
+                    rejected.append(outcome.id)
+                    continue
+                accepted += 1
+                if outcome.error is None:
+                    del self._rows[outcome.id]
+                    self._done[row.record.worker] = self._done.get(row.record.worker, 0) + 1
+                else:
+                    self._fail(row, outcome.error, now)
+            return AckReport(accepted, tuple(rejected))
+
+    def _fail(self, row: _Row, error: JobError, now: float) -> None:
+        row.record.state = JobState.FAILED
+        row.record.errors.append(error)
+        row.record.finished_at = now
+        row.record.node = None
+        row.token = None
+
+    def release(self, node_id: str, jobs: Sequence[tuple[str, str]]) -> int:
+        with self._lock:
+            self._check()
+            released = 0
+            for job_id, token in jobs:
+                row = self._holds(job_id, token)
+                if row is None:
+                    continue
+                row.record.attempt -= 1
+                row.record.node = None
+                row.token = None
+                self._push_available(row)
+                released += 1
+            return released
+
+    def register_node(self, info: NodeInfo) -> None:
+        with self._lock:
+            self._check()
+            now = time.time()
+            self._nodes[info.id] = replace(info, heartbeat_at=now)
+
+    def heartbeat(self, node_id: str) -> bool:
+        with self._lock:
+            self._check()
+            info = self._nodes.get(node_id)
+            if info is None:
+                return False
+            self._nodes[node_id] = replace(info, heartbeat_at=time.time())
+            return True
+
+    def unregister_node(self, node_id: str) -> None:
+        with self._lock:
+            self._check()
+            self._nodes.pop(node_id, None)
+
+    def take_over(self, timeout: float, max_node_deaths: int) -> TakeoverReport:
+        with self._lock:
+            self._check()
+            now = time.time()
+            dead = [n for n, info in self._nodes.items() if info.heartbeat_at < now - timeout]
+            for node_id in dead:
+                del self._nodes[node_id]
+            requeued: list[str] = []
+            failed: list[str] = []
+            for row in self._rows.values():
+                record = row.record
+                if record.state is not JobState.RUNNING or record.node in self._nodes:
+                    continue
+                row.node_deaths += 1
+                error = JobError.reason(
+                    NODE_LOST,
+                    f"node {record.node} stopped heart-beating while running this job "
+                    f"(node lost {row.node_deaths} time(s))",
+                    attempt=record.attempt,
+                    node=record.node,
+                )
+                if row.node_deaths >= max_node_deaths:
+                    self._fail(row, error, now)
+                    failed.append(record.id)
+                else:
+                    record.errors.append(error)
+                    record.node = None
+                    row.token = None
+                    self._push_available(row)
+                    requeued.append(record.id)
+            return TakeoverReport(tuple(dead), tuple(requeued), tuple(failed))
+
+    def fail_unrunnable(self, older_than: float) -> list[str]:
+        with self._lock:
+            self._check()
+            known = {w for info in self._nodes.values() for w in info.workers}
+            now = time.time()
+            failed: list[str] = []
+            for row in self._rows.values():
+                record = row.record
+                if (
+                    record.state is JobState.AVAILABLE
+                    and record.worker not in known
+                    and record.enqueued_at < now - older_than
+                ):
+                    self._fail(row, _unknown_worker(record), now)
+                    failed.append(record.id)
+            return failed
+
+    def nodes(self) -> list[NodeInfo]:
+        with self._lock:
+            self._check()
+            return list(self._nodes.values())
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            self._check()
+            row = self._rows.get(job_id)
+            if row is None:
+                return None
+            return replace(row.record, errors=list(row.record.errors))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            self._check()
+            counts: dict[str, dict[str, int]] = {}
+            for row in self._rows.values():
+                per = counts.setdefault(row.record.worker, {})
+                per[row.record.state.value] = per.get(row.record.state.value, 0) + 1
+            for worker, done in self._done.items():
+                counts.setdefault(worker, {})["done"] = done
+            return counts
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+
+def _unknown_worker(record: JobRecord) -> JobError:
+    return JobError.reason(
+        CANNOT_RUN,
+        f"unknown worker {record.worker!r}: no live node registers it",
+        attempt=record.attempt,
+        node=None,
+    )

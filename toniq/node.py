@@ -1,0 +1,601 @@
+"""The node: claims jobs, runs each as an asyncio task, acknowledges them in batches.
+
+Beside the event loop, a maintenance thread heart-beats, takes over the jobs of
+dead nodes and fails jobs no node can run. It is a thread, not a task, so it keeps
+going while a job hogs the event loop or the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import functools
+import itertools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from toniq.errors import ToniqError
+from toniq.job import CANNOT_RUN, ClaimedJob, JobError, NodeInfo, Outcome
+from toniq.serialization import loads
+from toniq.worker import Worker, WorkerFunction, get_worker, registry
+
+if TYPE_CHECKING:
+    from toniq.app import Toniq
+    from toniq.backends import Backend
+
+logger = logging.getLogger("toniq")
+T = TypeVar("T")
+
+
+@dataclass
+class NodeStats:
+    """Counters of one node since it started."""
+
+    done: int = 0
+    failed: int = 0
+    local_done: int = 0
+    local_failed: int = 0
+    acks_rejected: int = 0
+    taken_over: int = 0
+
+
+@dataclass(frozen=True)
+class _LocalJob:
+    worker: type[Worker]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    id: str
+
+
+class Node:
+    """Runs jobs. Use it in one of three ways:
+
+    - ``toniq worker MODULE`` on the command line (it calls :meth:`run`);
+    - in the background of your own program::
+
+          with toniq.Node() as node:   # or node.start() ... node.stop()
+              ...
+
+    - ``await node.serve()`` inside your own event loop.
+
+    ``burst=True`` (``toniq worker --burst``) stops once no job is left; :meth:`drain`
+    waits for that moment while the node keeps running. Settings given here override
+    the app's (see :class:`toniq.Settings`).
+    """
+
+    def __init__(
+        self,
+        app: Toniq | None = None,
+        *,
+        workers: Iterable[type[Worker] | WorkerFunction[Any, Any] | str] | None = None,
+        local_only: bool = False,
+        **settings: Any,
+    ) -> None:
+        from toniq.app import get_app
+
+        self.app = app or get_app()
+        self.settings = replace(self.app.settings, **settings) if settings else self.app.settings
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.local_only = local_only
+        self.stats = NodeStats()
+        self._worker_filter = None if workers is None else list(workers)
+        self._workers: dict[str, type[Worker]] = {}
+        self._running: collections.Counter[str] = collections.Counter()
+        self._running_sync = 0
+        self._tasks: dict[str, tuple[asyncio.Task[None], ClaimedJob | None]] = {}
+        self._outcomes: list[Outcome] = []
+        self._acking = False
+        self._local: collections.deque[_LocalJob] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._stop_requested = False
+        self._force = False
+        self._rotation = itertools.count()
+        # drain(): a pass is a round of "start local jobs, claim"; idle_through is the
+        # number of the last pass that found nothing to do and nothing running.
+        self._cond = threading.Condition()
+        self._passes = 0
+        self._idle_through = 0
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._stopped = threading.Event()
+        self._start_error: BaseException | None = None
+        self._maint_stop = threading.Event()
+
+    # -- public control ------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend | None:
+        return None if self.local_only else self.app.backend
+
+    @property
+    def running(self) -> int:
+        """Jobs running on this node now."""
+        return len(self._tasks)
+
+    def run(self, *, burst: bool = False, install_signal_handlers: bool = True) -> None:
+        """Run in this thread until SIGINT/SIGTERM (or, with ``burst``, no job is left)."""
+        asyncio.run(self._main(burst, install_signal_handlers))
+
+    async def _main(self, burst: bool, install_signal_handlers: bool) -> None:
+        if install_signal_handlers:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        await self.serve(burst=burst)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop_requested:
+            logger.warning("%s again: handing running jobs back now", sig.name)
+            self._force = True
+            self._wake_now()
+            return
+        logger.info(
+            "%s: stopping; running jobs may finish within %.0fs (send it again to stop now)",
+            sig.name,
+            self.settings.grace_period,
+        )
+        self._begin_stop()
+
+    def start(self) -> Node:
+        """Run the node in a background thread; returns once it is ready."""
+        if self._thread is not None:
+            raise ToniqError("this node was already started")
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"toniq-node-{self.id}", daemon=True
+        )
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+        return self
+
+    def wait_started(self, timeout: float | None = None) -> None:
+        """Block until the node is ready to run jobs (or failed to start)."""
+        self._started.wait(timeout)
+        if self._start_error is not None:
+            raise self._start_error
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self.serve())
+        except BaseException as exc:  # reported to start(), or logged if it came later
+            if not self._started.is_set():
+                self._start_error = exc
+                self._started.set()
+            else:
+                logger.exception("toniq node %s crashed", self.id)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully (see ``grace_period``) and wait for the node to finish."""
+        loop = self._loop
+        if loop is not None and not self._stopped.is_set():
+            try:
+                loop.call_soon_threadsafe(self._begin_stop)
+            except RuntimeError:  # the loop already closed
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def drain(self, timeout: float | None = 60.0) -> None:
+        """Wait until this node has found no job to start and has none running.
+
+        Raises :class:`TimeoutError` if that does not happen within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._passes + 1
+        self._wake_now()
+        with self._cond:
+            while self._idle_through < target:
+                if self._stopped.is_set():
+                    return
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"node {self.id} still had jobs after {timeout}s")
+                self._cond.wait(remaining if remaining is None else min(remaining, 0.5))
+
+    def wake(self) -> None:
+        """Look for jobs now rather than at the next poll (thread-safe)."""
+        self._wake_now()
+
+    def submit_local(self, worker: type[Worker], args: tuple[Any, ...],
+                     kwargs: dict[str, Any], job_id: str) -> None:
+        """Run a ``persist=False`` job on this node without storing it (thread-safe)."""
+        job = _LocalJob(worker, args, kwargs, job_id)
+        loop = self._loop
+        if loop is None or self._stopped.is_set():
+            raise ToniqError(f"node {self.id} is not running")
+        if threading.get_ident() == self._loop_thread:
+            self._local.append(job)
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._add_local, job)
+
+    def _add_local(self, job: _LocalJob) -> None:
+        self._local.append(job)
+        self._wake.set()
+
+    def _wake_now(self) -> None:
+        loop = self._loop
+        if loop is None or self._stopped.is_set():
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._wake.set()
+        else:
+            try:
+                loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the loop closed in between
+                pass
+
+    def _begin_stop(self) -> None:
+        self._stop_requested = True
+        self._wake.set()
+
+    # -- the main loop -------------------------------------------------------------------
+
+    async def serve(self, *, burst: bool = False) -> None:
+        """Run until stopped (or, with ``burst``, until no job is left)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._wake = asyncio.Event()
+        self._ack_wake = asyncio.Event()
+        self._workers = self._resolve_workers()
+        self._pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="toniq-job")
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="toniq-io")
+        backend = self.backend
+        maintenance: threading.Thread | None = None
+        try:
+            if backend is not None:
+                await self._call(backend.register_node, self._info())
+                maintenance = threading.Thread(
+                    target=self._maintain, name=f"toniq-maint-{self.id}", daemon=True
+                )
+                maintenance.start()
+                logger.info(
+                    "toniq node %s started on %s with workers: %s",
+                    self.id,
+                    backend.url,
+                    ", ".join(sorted(self._workers)) or "(none)",
+                )
+            self.app._attach(self)
+        except BaseException as exc:
+            self._stopped.set()
+            self._pool.shutdown(wait=False)
+            self._io.shutdown(wait=False)
+            if not self._started.is_set():
+                self._start_error = exc
+                self._started.set()
+                return
+            raise
+        self._started.set()
+        ack_task = asyncio.create_task(self._ack_loop(), name="toniq-ack")
+        try:
+            await self._claim_loop(burst)
+        finally:
+            await self._shutdown(ack_task)
+            self._maint_stop.set()
+            if maintenance is not None:
+                maintenance.join()
+            if backend is not None:
+                try:
+                    await self._call(backend.unregister_node, self.id)
+                except Exception:
+                    logger.exception("toniq node %s could not unregister", self.id)
+            self.app._detach(self)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._io.shutdown(wait=True)
+            self._stopped.set()
+            with self._cond:
+                self._cond.notify_all()
+            logger.info("toniq node %s stopped", self.id)
+
+    def _resolve_workers(self) -> dict[str, type[Worker]]:
+        if self._worker_filter is None:
+            return dict(registry)
+        workers: dict[str, type[Worker]] = {}
+        for item in self._worker_filter:
+            if isinstance(item, str):
+                cls = get_worker(item)
+            elif isinstance(item, WorkerFunction):
+                cls = item.worker
+            else:
+                cls = item
+            workers[cls.worker_name] = cls
+        return workers
+
+    def _info(self) -> NodeInfo:
+        now = time.time()
+        return NodeInfo(self.id, socket.gethostname(), os.getpid(), now, now,
+                        tuple(sorted(self._workers)))
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a backend call on the node's I/O thread, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, functools.partial(fn, *args))
+
+    async def _claim_loop(self, burst: bool) -> None:
+        backend = self.backend
+        failures = 0
+        while not self._stop_requested:
+            with self._cond:
+                self._passes += 1
+                this_pass = self._passes
+            self._wake.clear()
+            self._start_local_jobs()
+            claimed: list[ClaimedJob] = []
+            wants = self._wants() if backend is not None else {}
+            if wants:
+                assert backend is not None
+                try:
+                    claimed = await self._call(backend.claim, self.id, wants)
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    delay = min(self.settings.poll_interval * 2**failures, 5.0)
+                    logger.warning("claiming jobs failed (%s); trying again in %.2fs", exc, delay)
+                    await self._sleep_or_wake(delay)
+                    continue
+                for job in claimed:
+                    self._start(job)
+            if not claimed and not self._tasks and not self._local and not self._outcomes \
+                    and not self._acking:
+                with self._cond:
+                    self._idle_through = this_pass
+                    self._cond.notify_all()
+                if burst:
+                    break
+            if claimed and self._any_full(claimed, wants):
+                continue  # more may be waiting: ask again at once
+            timeout = self.settings.poll_interval if backend is not None else None
+            await self._sleep_or_wake(timeout)
+
+    async def _sleep_or_wake(self, timeout: float | None) -> None:
+        if self._wake.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    @staticmethod
+    def _any_full(claimed: list[ClaimedJob], wants: dict[str, int]) -> bool:
+        got = collections.Counter(job.worker for job in claimed)
+        return any(got[worker] >= n for worker, n in wants.items())
+
+    def _capacity(self, cls: type[Worker]) -> int:
+        cap = self.settings.claim_batch
+        limit = cls.worker_options.max_concurrency
+        if limit is not None:
+            cap = min(cap, limit - self._running[cls.worker_name])
+        if not cls.is_async:
+            # Jobs beyond the free threads would only wait, holding their leases.
+            cap = min(cap, self.settings.threads - self._running_sync)
+        return cap
+
+    def _wants(self) -> dict[str, int]:
+        workers = list(self._workers.values())
+        if not workers:
+            return {}
+        # Rotate so that no worker always claims first.
+        start = next(self._rotation) % len(workers)
+        wants: dict[str, int] = {}
+        for cls in workers[start:] + workers[:start]:
+            cap = self._capacity(cls)
+            if cap > 0:
+                wants[cls.worker_name] = cap
+        return wants
+
+    def _start_local_jobs(self) -> None:
+        waiting = len(self._local)
+        for _ in range(waiting):
+            job = self._local.popleft()
+            if self._capacity(job.worker) > 0:
+                self._spawn(job.worker, job.id, self._run_local(job), None)
+            else:
+                self._local.append(job)
+
+    def _start(self, job: ClaimedJob) -> None:
+        cls = self._workers.get(job.worker)
+        self._spawn(cls, job.id, self._run_claimed(job, cls), job)
+
+    def _spawn(self, cls: type[Worker] | None, job_id: str, coro: Any,
+               claim: ClaimedJob | None) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"toniq-job-{job_id}")
+        self._tasks[job_id] = (task, claim)
+        if cls is not None:
+            self._running[cls.worker_name] += 1
+            if not cls.is_async:
+                self._running_sync += 1
+
+    def _finished(self, cls: type[Worker] | None, job_id: str) -> None:
+        self._tasks.pop(job_id, None)
+        if cls is not None:
+            self._running[cls.worker_name] -= 1
+            if not cls.is_async:
+                self._running_sync -= 1
+            if cls.worker_options.max_concurrency is not None or not cls.is_async or self._local:
+                self._wake.set()  # a slot opened: claim for it now rather than at the next poll
+
+    async def _perform(self, cls: type[Worker], args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> None:
+        instance = cls()
+        if cls.is_async:
+            await instance.perform(*args, **kwargs)
+        else:
+            context = contextvars.copy_context()
+            call = functools.partial(context.run, instance.perform, *args, **kwargs)
+            await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def _run_claimed(self, job: ClaimedJob, cls: type[Worker] | None) -> None:
+        error: JobError | None = None
+        try:
+            if cls is None:
+                error = JobError.reason(
+                    CANNOT_RUN, f"unknown worker {job.worker!r} on node {self.id}",
+                    attempt=job.attempt, node=self.id)
+            else:
+                try:
+                    args, kwargs = loads(job.payload)
+                except ValueError as exc:
+                    error = JobError.reason(
+                        CANNOT_RUN, f"cannot read the job's arguments: {exc}",
+                        attempt=job.attempt, node=self.id)
+                else:
+                    await self._perform(cls, args, kwargs)
+        except asyncio.CancelledError:
+            self._finished(cls, job.id)
+            raise  # handed back to the store by _shutdown
+        except BaseException as exc:
+            error = JobError.from_exception(exc, attempt=job.attempt, node=self.id)
+            logger.error(
+                "job %s (%s) failed on attempt %d: %s", job.id, job.worker, job.attempt,
+                error, exc_info=exc,
+            )
+        if error is not None and error.type == CANNOT_RUN:
+            logger.error("job %s (%s) cannot run: %s", job.id, job.worker, error.message)
+        self._finished(cls, job.id)
+        if error is None:
+            self.stats.done += 1
+        else:
+            self.stats.failed += 1
+        self._outcomes.append(Outcome(job.id, job.token, job.worker, error))
+        self._ack_wake.set()
+
+    async def _run_local(self, job: _LocalJob) -> None:
+        try:
+            await self._perform(job.worker, job.args, job.kwargs)
+            self.stats.local_done += 1
+        except asyncio.CancelledError:
+            logger.warning("persist=False job %s (%s) was cancelled by shutdown",
+                           job.id, job.worker.worker_name)
+            raise
+        except BaseException as exc:
+            self.stats.local_failed += 1
+            logger.error("job %s (%s, persist=False) failed: %s", job.id,
+                         job.worker.worker_name, exc, exc_info=exc)
+        finally:
+            self._finished(job.worker, job.id)
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        backend = self.backend
+        failures = 0
+        while self._outcomes and backend is not None:
+            batch, self._outcomes = self._outcomes, []
+            self._acking = True
+            try:
+                report = await self._call(backend.ack, self.id, batch)
+            except Exception as exc:
+                self._outcomes[:0] = batch  # keep them, in order, for the next try
+                failures += 1
+                delay = min(0.05 * 2**failures, 5.0)
+                logger.warning("acknowledging %d job(s) failed (%s); retrying in %.2fs",
+                               len(batch), exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            finally:
+                self._acking = False
+            if report.rejected:
+                self.stats.acks_rejected += len(report.rejected)
+                logger.warning(
+                    "%d acknowledgement(s) rejected: the jobs were taken over from this node "
+                    "(it was presumed dead) and belong to another node now: %s",
+                    len(report.rejected), ", ".join(report.rejected[:10]),
+                )
+        if not self._tasks:
+            self._wake.set()  # maybe idle now: let the claim loop notice (drain, burst)
+
+    async def _shutdown(self, ack_task: asyncio.Task[None]) -> None:
+        tasks = [task for task, _ in self._tasks.values()]
+        if tasks and not self._force:
+            logger.info("waiting up to %.0fs for %d running job(s)",
+                        self.settings.grace_period, len(tasks))
+            deadline = time.monotonic() + self.settings.grace_period
+            while not self._force and any(not t.done() for t in tasks):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await asyncio.wait(tasks, timeout=min(remaining, 0.1))
+        unfinished = [(task, claim) for task, claim in self._tasks.values() if not task.done()]
+        for task, _ in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait([t for t, _ in unfinished], timeout=1.0)
+        await self._flush_acks()
+        ack_task.cancel()
+        held = [(c.id, c.token) for _, c in unfinished if c is not None]
+        backend = self.backend
+        if held and backend is not None:
+            try:
+                released = await self._call(backend.release, self.id, held)
+                logger.warning("handed %d unfinished job(s) back to the store", released)
+            except Exception:
+                logger.exception("could not hand %d job(s) back; they will be taken over "
+                                 "when this node's lease expires", len(held))
+        if self._local:
+            logger.warning("%d persist=False job(s) never started and are dropped",
+                           len(self._local))
+
+    # -- the maintenance thread ------------------------------------------------------------
+
+    def _maintain(self) -> None:
+        backend = self.backend
+        assert backend is not None
+        s = self.settings
+        now = time.monotonic()
+        next_beat = now + s.heartbeat_interval
+        next_takeover = now + s.takeover_interval
+        next_unknown = now + min(s.unknown_worker_timeout, 10.0)
+        while True:
+            wait = max(0.0, min(next_beat, next_takeover, next_unknown) - time.monotonic())
+            if self._maint_stop.wait(wait):
+                return
+            now = time.monotonic()
+            try:
+                if now >= next_beat:
+                    next_beat = now + s.heartbeat_interval
+                    if not backend.heartbeat(self.id):
+                        logger.warning(
+                            "node %s was presumed dead (no heartbeat for %.1fs) and its jobs "
+                            "were taken over; registering again", self.id, s.takeover_timeout)
+                        self.stats.taken_over += 1
+                        backend.register_node(self._info())
+                if now >= next_takeover:
+                    next_takeover = now + s.takeover_interval
+                    report = backend.take_over(s.takeover_timeout, s.max_node_deaths)
+                    if report.dead_nodes or report.requeued or report.failed:
+                        logger.warning(
+                            "took over from dead node(s) %s: %d job(s) back to available, "
+                            "%d to failed (they lost %d nodes)",
+                            ", ".join(report.dead_nodes) or "-", len(report.requeued),
+                            len(report.failed), s.max_node_deaths)
+                if now >= next_unknown:
+                    next_unknown = now + min(s.unknown_worker_timeout, 10.0)
+                    failed = backend.fail_unrunnable(s.unknown_worker_timeout)
+                    if failed:
+                        logger.error("%d job(s) failed: no live node registers their worker",
+                                     len(failed))
+            except Exception:
+                logger.exception("node %s maintenance step failed; trying again", self.id)

@@ -1,0 +1,94 @@
+"""Settings: where jobs are stored and the node's timers.
+
+Durations are seconds (``float``) or :class:`datetime.timedelta`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from typing import Any
+
+from toniq.errors import ConfigurationError
+
+#: Used when neither ``toniq.configure(url=...)`` nor ``TONIQ_URL`` says otherwise:
+#: a SQLite file in the working directory.
+DEFAULT_URL = "sqlite:///toniq.sqlite3"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob, with its default. Give them to :func:`toniq.configure` or a :class:`Node`.
+
+    The takeover window: a node that stops heart-beating is presumed dead
+    ``takeover_timeout`` seconds after its last heartbeat, and a live node moves its
+    jobs back within ``takeover_interval`` after that: 10–12 s with the defaults.
+    """
+
+    url: str = DEFAULT_URL
+    #: How often a node renews its lease.
+    heartbeat_interval: float = 2.0
+    #: Silence after which a node is presumed dead and its jobs are taken over.
+    takeover_timeout: float = 10.0
+    #: How often a node looks for dead nodes.
+    takeover_interval: float = 2.0
+    #: How long an idle node waits before it looks for jobs again (jobs enqueued in the
+    #: node's own process wake it at once).
+    poll_interval: float = 0.05
+    #: The most jobs of one worker claimed in one round trip.
+    claim_batch: int = 256
+    #: Threads that run ``def perform`` jobs (``async def`` jobs need none).
+    threads: int = 64
+    #: On SIGTERM/SIGINT, how long running jobs may take to finish before they are
+    #: handed back to the store.
+    grace_period: float = 10.0
+    #: A job whose node died while running it this many times goes to failed.
+    max_node_deaths: int = 3
+    #: A stored job whose worker no live node registers fails after this long.
+    unknown_worker_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float":
+                if isinstance(value, timedelta):
+                    value = value.total_seconds()
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ConfigurationError(
+                        f"{f.name} must be a duration in seconds (>= 0), got {value!r}"
+                    )
+                object.__setattr__(self, f.name, float(value))
+            elif f.type == "int" and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ConfigurationError(f"{f.name} must be a positive int, got {value!r}")
+        if not isinstance(self.url, str) or not self.url:
+            raise ConfigurationError(f"url must be a non-empty string, got {self.url!r}")
+        if self.takeover_timeout <= self.heartbeat_interval:
+            raise ConfigurationError(
+                f"takeover_timeout ({self.takeover_timeout}s) must be longer than "
+                f"heartbeat_interval ({self.heartbeat_interval}s), or live nodes lose their jobs"
+            )
+
+    @classmethod
+    def make(cls, url: str | None = None, **options: Any) -> Settings:
+        """Settings from keywords; the URL falls back to ``TONIQ_URL``, then the default."""
+        known = {f.name for f in fields(cls)} - {"url"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown setting(s) {', '.join(unknown)}; known settings are "
+                f"url, {', '.join(sorted(known))}"
+            )
+        return cls(url=url or os.environ.get("TONIQ_URL") or DEFAULT_URL, **options)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
