@@ -20,13 +20,13 @@ def _reset() -> None:
 
 
 def test_arguments_arrive_exactly_as_enqueued(app: toniq.Toniq) -> None:
-    when = datetime.datetime(2026, 11, 27, 12, 30, tzinfo=datetime.timezone.utc)
+    when = datetime.datetime(2026, 11, 27, 12, 30, tzinfo=datetime.UTC)
     args = (decimal.Decimal("19.99"), when, Point(1, 2), (1, (2, 3)), {"a": [1, 2]}, b"\x00")
     handle = toniq.enqueue(Echo, *args, key=frozenset({1}))
     assert handle.persisted and len(handle.id) == 32 and handle.worker == "tests.Echo"
     with toniq.Node(app) as node:
         node.drain()
-    ((name, got_args, got_kwargs),) = probe.calls
+    ((_, got_args, got_kwargs),) = probe.calls
     assert got_args == args and got_kwargs == {"key": frozenset({1})}
     assert [type(a) for a in got_args] == [type(a) for a in args]
 
@@ -43,7 +43,7 @@ def test_async_twin_and_function_workers(app: toniq.Toniq) -> None:
     asyncio.run(add(1, 1))  # calling the function still calls it directly, not as a job
     with toniq.Node(app) as node:
         node.drain()
-    assert ("add", (1, 1), {}) == probe.calls[0]
+    assert probe.calls[0] == ("add", (1, 1), {})
     assert sorted(map(repr, probe.calls[1:])) == sorted(
         map(repr, [("AsyncEcho", (1,), {"x": 2}), ("add", (2, 3), {}), ("add", (5, 6), {})])
     )
@@ -67,7 +67,7 @@ def test_not_a_worker_is_refused(app: toniq.Toniq) -> None:
 
 
 def test_arguments_that_do_not_fit_perform_are_refused(app: toniq.Toniq) -> None:
-    with pytest.raises(TypeError, match="cannot enqueue tests.add"):
+    with pytest.raises(TypeError, match=r"cannot enqueue tests\.add"):
         add.enqueue(1, 2, 3)
     with pytest.raises(TypeError, match="unexpected keyword"):
         toniq.enqueue(add, a=1, b=2, c=3)
@@ -129,8 +129,11 @@ def test_persist_false_runs_at_once_and_leaves_nothing_in_the_store(
     assert sqlite_app.counts() == {} and before in (False, {})
     import sqlite3
 
-    rows = sqlite3.connect(tmp_path / "toniq.sqlite3").execute(
-        "SELECT count(*) FROM toniq_jobs").fetchone()
+    rows = (
+        sqlite3.connect(tmp_path / "toniq.sqlite3")
+        .execute("SELECT count(*) FROM toniq_jobs")
+        .fetchone()
+    )
     assert rows == (0,)
 
 
@@ -147,9 +150,9 @@ def test_configure_rejects_unknown_settings_and_bad_urls() -> None:
     with pytest.raises(TypeError, match="unknown setting"):
         toniq.Toniq(url="memory://", heartbeat=1)
     with pytest.raises(toniq.ConfigurationError, match="unknown backend URL"):
-        toniq.Toniq(url="mongodb://x").backend
+        _ = toniq.Toniq(url="mongodb://x").backend
     with pytest.raises(toniq.ConfigurationError, match="memory://"):
-        toniq.Toniq(url="sqlite:///:memory:").backend
+        _ = toniq.Toniq(url="sqlite:///:memory:").backend
     with pytest.raises(toniq.ConfigurationError, match="takeover_timeout"):
         toniq.Toniq(url="memory://", heartbeat_interval=5, takeover_timeout=1)
     assert FAST["takeover_timeout"] > FAST["heartbeat_interval"]

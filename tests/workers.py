@@ -26,8 +26,9 @@ class Probe:
             self.running.clear()
             self.peak.clear()
 
-    def enter(self, name: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
-              ) -> None:
+    def enter(
+        self, name: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> None:
         with self.lock:
             self.calls.append((name, args, kwargs or {}))
             self.running[name] = self.running.get(name, 0) + 1

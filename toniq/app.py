@@ -55,10 +55,10 @@ class JobHandle:
 class Toniq:
     """Settings plus the backend they name. Example::
 
-        app = toniq.Toniq(url="sqlite:///jobs.sqlite3")
-        app.enqueue(SendEmail, to="a@example.com")
-        with toniq.Node(app):
-            ...
+    app = toniq.Toniq(url="sqlite:///jobs.sqlite3")
+    app.enqueue(SendEmail, to="a@example.com")
+    with toniq.Node(app):
+        ...
     """
 
     def __init__(self, url: str | None = None, **settings: Any) -> None:
@@ -88,14 +88,17 @@ class Toniq:
                 if self.settings.url == DEFAULT_URL:
                     logger.info(
                         "toniq: storing jobs in %s (the default; set TONIQ_URL or "
-                        "toniq.configure(url=...) to change it)", DEFAULT_URL)
+                        "toniq.configure(url=...) to change it)",
+                        DEFAULT_URL,
+                    )
                 self._backend = from_url(self.settings.url)
             return self._backend
 
     # -- enqueue -------------------------------------------------------------------------
 
-    def _prepare(self, target: Any, args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> tuple[Any, NewJob | None]:
+    def _prepare(
+        self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, NewJob | None]:
         cls, options = resolve(target)
         check_arguments(cls, args, kwargs)
         job_id = uuid.uuid4().hex
@@ -148,12 +151,12 @@ class Toniq:
             for node in self._nodes:
                 if not node.local_only:
                     return node
-            node = self._local_node
-            first = node is None
-            if node is None:
+            first = self._local_node is None
+            if self._local_node is None:
                 from toniq.node import Node
 
-                node = self._local_node = Node(self, local_only=True)
+                self._local_node = Node(self, local_only=True)
+            node = self._local_node
         if first:
             node.start()  # outside the lock: the node attaches itself while starting
             atexit.register(node.stop)
@@ -235,8 +238,8 @@ def configure(url: str | None = None, **settings: Any) -> Toniq:
 def enqueue(target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
     """Enqueue a job on the default app. Example::
 
-        toniq.enqueue(SendEmail, to="info@example.com", subject="Hello")
-        toniq.enqueue(SendEmail.with_options(persist=False), to="me@example.com")
+    toniq.enqueue(SendEmail, to="info@example.com", subject="Hello")
+    toniq.enqueue(SendEmail.with_options(persist=False), to="me@example.com")
     """
     return get_app().enqueue(target, *args, **kwargs)
 

@@ -66,15 +66,34 @@ def main() -> None:
 @click.argument("modules", nargs=-1, required=True)
 @click.option("--url", envvar="TONIQ_URL", help="Where jobs are stored [env: TONIQ_URL].")
 @click.option("--burst", is_flag=True, help="Exit once no job is left to run.")
-@click.option("-w", "--worker", "only", multiple=True,
-              help="Run only this worker (by name); repeat for more. Default: all.")
+@click.option(
+    "-w",
+    "--worker",
+    "only",
+    multiple=True,
+    help="Run only this worker (by name); repeat for more. Default: all.",
+)
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for `def perform` jobs.")
-@click.option("--grace-period", type=click.FloatRange(min=0),
-              help="Seconds running jobs get to finish on SIGTERM/SIGINT.")
-@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
-              default="INFO", show_default=True)
-def worker(modules: tuple[str, ...], url: str | None, burst: bool, only: tuple[str, ...],
-           threads: int | None, grace_period: float | None, log_level: str) -> None:
+@click.option(
+    "--grace-period",
+    type=click.FloatRange(min=0),
+    help="Seconds running jobs get to finish on SIGTERM/SIGINT.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+def worker(
+    modules: tuple[str, ...],
+    url: str | None,
+    burst: bool,
+    only: tuple[str, ...],
+    threads: int | None,
+    grace_period: float | None,
+    log_level: str,
+) -> None:
     """Run a node for the workers that MODULES define.
 
     Example: toniq worker myapp.jobs --burst
@@ -108,8 +127,13 @@ def _default_app() -> Any:
 
 
 @main.command()
-@click.option("--jobs", type=click.IntRange(min=1), default=300, show_default=True,
-              help="How many jobs the demo enqueues.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="How many jobs the demo enqueues.",
+)
 @click.option("--url", help="Store to use (default: a fresh SQLite file in a temp directory).")
 def demo(jobs: int, url: str | None) -> None:
     """Show toniq at work in a few seconds."""

@@ -72,6 +72,13 @@ class RecordPageHit(toniq.Worker, persist=False, name="demo.RecordPageHit"):
         meter.leave("RecordPageHit")
 
 
+class Noop(toniq.Worker, name="demo.Noop"):
+    """Does nothing: shows what the machinery itself costs."""
+
+    async def perform(self, n: int) -> None:
+        pass
+
+
 class PaymentDeclined(Exception):
     pass
 
@@ -144,8 +151,10 @@ def run_demo(jobs: int = 300, url: str | None = None) -> int:
 def _run(screen: _Screen, jobs: int, url: str) -> int:
     app = toniq.configure(url=url, poll_interval=0.02)
     print(f"toniq {toniq.__version__} demo: jobs stored in {url}\n")
-    workers = "ResizeImage (max 3 at once), FetchFeed (async, unlimited), ChargeCard, " \
+    workers = (
+        "ResizeImage (max 3 at once), FetchFeed (async, unlimited), ChargeCard, "
         "RecordPageHit (persist=False)"
+    )
     print(f"workers: {workers}")
     random.seed(7)
     started = time.monotonic()
@@ -162,14 +171,16 @@ def _run(screen: _Screen, jobs: int, url: str) -> int:
         toniq.enqueue(ChargeCard, card, cents=1999 + i)
     enqueue_time = time.monotonic() - started
     stored = sum(plan.values())
-    print(f"enqueued {stored} stored jobs in {enqueue_time * 1000:.0f} ms "
-          f"({stored / enqueue_time:,.0f} jobs/s)\n")
+    print(
+        f"enqueued {stored} stored jobs in {enqueue_time * 1000:.0f} ms "
+        f"({stored / enqueue_time:,.0f} jobs/s)\n"
+    )
 
     run_started = time.monotonic()
     hits = 0
     with toniq.Node(app) as node:
         while True:
-            if hits < 50:
+            for _ in range(10 if hits < 50 else 0):
                 toniq.enqueue(RecordPageHit, path=f"/page/{hits}")  # runs now, stores nothing
                 hits += 1
             with meter.lock:
@@ -189,24 +200,48 @@ def _run(screen: _Screen, jobs: int, url: str) -> int:
     elapsed = time.monotonic() - run_started
     screen.progress(f"[{'#' * 30}] {stored}/{stored} done", final=True)
 
+    # The machinery alone: no-op jobs, enqueued one call at a time, then run.
+    noops = max(1000, jobs * 5)
+    t0 = time.monotonic()
+    for n in range(noops):
+        toniq.enqueue(Noop, n)
+    t1 = time.monotonic()
+    with toniq.Node(app, workers=[Noop]) as node:
+        node.drain(timeout=60)
+    t2 = time.monotonic()
+
     counts = app.counts()
     failed = [toniq.get_job(job_id) for job_id in _failed_ids(app)]
+    run = stats.done + stats.failed
     print("\nsummary")
-    print(f"  jobs run           {stats.done + stats.failed} stored + {stats.local_done} "
-          f"persist=False, in {elapsed:.2f} s ({(stats.done + stats.failed) / elapsed:,.0f} jobs/s)")
-    print(f"  peak concurrency   ResizeImage {meter.peak.get('ResizeImage', 0)} (limit 3), "
-          f"FetchFeed {meter.peak.get('FetchFeed', 0)} (no limit)")
+    print(
+        f"  jobs run           {run} stored + {stats.local_done} persist=False in {elapsed:.2f} s"
+    )
+    print(
+        f"  peak concurrency   ResizeImage {meter.peak.get('ResizeImage', 0)} (limit 3), "
+        f"FetchFeed {meter.peak.get('FetchFeed', 0)} (no limit)"
+    )
     print(f"  failed             {stats.failed} (kept in the store with their errors)")
     for record in failed:
         if record is not None and record.last_error is not None:
             print(f"    {record.id[:8]}  {record.worker}: {record.last_error}")
-    print("  persist=False      "
-          f"{meter.done.get('RecordPageHit', 0)} page hits recorded, "
-          f"{counts.get(RecordPageHit.worker_name, {}).get('done', 0)} rows in the store")
-    print("  in the store now   " + ", ".join(
-        f"{name.removeprefix('demo.')}: "
-        + " ".join(f"{state}={n}" for state, n in sorted(per.items()))
-        for name, per in sorted(counts.items())))
+    print(
+        "  persist=False      "
+        f"{meter.done.get('RecordPageHit', 0)} page hits recorded, "
+        f"{counts.get(RecordPageHit.worker_name, {}).get('done', 0)} rows in the store"
+    )
+    print(
+        f"  throughput         {noops} no-op jobs: enqueued at {noops / (t1 - t0):,.0f} jobs/s, "
+        f"run at {noops / (t2 - t1):,.0f} jobs/s (one node, SQLite)"
+    )
+    print(
+        "  in the store now   "
+        + ", ".join(
+            f"{name.removeprefix('demo.')}: "
+            + " ".join(f"{state}={n}" for state, n in sorted(per.items()))
+            for name, per in sorted(counts.items())
+        )
+    )
     app.close()
     ok = stats.failed == declined and done >= stored
     if not ok:

@@ -71,8 +71,9 @@ class JobError:
     @classmethod
     def reason(cls, type: str, message: str, *, attempt: int, node: str | None) -> JobError:
         """An error that is not an exception: a node died, a payload could not be read."""
-        return cls(type=type, message=message, traceback="", attempt=attempt, node=node,
-                   at=time.time())
+        return cls(
+            type=type, message=message, traceback="", attempt=attempt, node=node, at=time.time()
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -92,7 +92,8 @@ class Node:
         self._workers: dict[str, type[Worker]] = {}
         self._running: collections.Counter[str] = collections.Counter()
         self._running_sync = 0
-        self._tasks: dict[str, tuple[asyncio.Task[None], ClaimedJob | None]] = {}
+        # Keyed by task, not job id: after a takeover the same job may run twice here.
+        self._tasks: dict[asyncio.Task[None], ClaimedJob | None] = {}
         self._outcomes: list[Outcome] = []
         self._acking = False
         self._local: collections.deque[_LocalJob] = collections.deque()
@@ -215,8 +216,9 @@ class Node:
         """Look for jobs now rather than at the next poll (thread-safe)."""
         self._wake_now()
 
-    def submit_local(self, worker: type[Worker], args: tuple[Any, ...],
-                     kwargs: dict[str, Any], job_id: str) -> None:
+    def submit_local(
+        self, worker: type[Worker], args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str
+    ) -> None:
         """Run a ``persist=False`` job on this node without storing it (thread-safe)."""
         job = _LocalJob(worker, args, kwargs, job_id)
         loop = self._loop
@@ -322,8 +324,9 @@ class Node:
 
     def _info(self) -> NodeInfo:
         now = time.time()
-        return NodeInfo(self.id, socket.gethostname(), os.getpid(), now, now,
-                        tuple(sorted(self._workers)))
+        return NodeInfo(
+            self.id, socket.gethostname(), os.getpid(), now, now, tuple(sorted(self._workers))
+        )
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a backend call on the node's I/O thread, off the event loop."""
@@ -354,8 +357,13 @@ class Node:
                     continue
                 for job in claimed:
                     self._start(job)
-            if not claimed and not self._tasks and not self._local and not self._outcomes \
-                    and not self._acking:
+            if (
+                not claimed
+                and not self._tasks
+                and not self._local
+                and not self._outcomes
+                and not self._acking
+            ):
                 with self._cond:
                     self._idle_through = this_pass
                     self._cond.notify_all()
@@ -415,17 +423,20 @@ class Node:
         cls = self._workers.get(job.worker)
         self._spawn(cls, job.id, self._run_claimed(job, cls), job)
 
-    def _spawn(self, cls: type[Worker] | None, job_id: str, coro: Any,
-               claim: ClaimedJob | None) -> None:
+    def _spawn(
+        self, cls: type[Worker] | None, job_id: str, coro: Any, claim: ClaimedJob | None
+    ) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"toniq-job-{job_id}")
-        self._tasks[job_id] = (task, claim)
+        self._tasks[task] = claim
         if cls is not None:
             self._running[cls.worker_name] += 1
             if not cls.is_async:
                 self._running_sync += 1
 
-    def _finished(self, cls: type[Worker] | None, job_id: str) -> None:
-        self._tasks.pop(job_id, None)
+    def _finished(self, cls: type[Worker] | None) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.pop(task, None)
         if cls is not None:
             self._running[cls.worker_name] -= 1
             if not cls.is_async:
@@ -433,8 +444,9 @@ class Node:
             if cls.worker_options.max_concurrency is not None or not cls.is_async or self._local:
                 self._wake.set()  # a slot opened: claim for it now rather than at the next poll
 
-    async def _perform(self, cls: type[Worker], args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> None:
+    async def _perform(
+        self, cls: type[Worker], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         instance = cls()
         if cls.is_async:
             await instance.perform(*args, **kwargs)
@@ -448,29 +460,39 @@ class Node:
         try:
             if cls is None:
                 error = JobError.reason(
-                    CANNOT_RUN, f"unknown worker {job.worker!r} on node {self.id}",
-                    attempt=job.attempt, node=self.id)
+                    CANNOT_RUN,
+                    f"unknown worker {job.worker!r} on node {self.id}",
+                    attempt=job.attempt,
+                    node=self.id,
+                )
             else:
                 try:
                     args, kwargs = loads(job.payload)
                 except ValueError as exc:
                     error = JobError.reason(
-                        CANNOT_RUN, f"cannot read the job's arguments: {exc}",
-                        attempt=job.attempt, node=self.id)
+                        CANNOT_RUN,
+                        f"cannot read the job's arguments: {exc}",
+                        attempt=job.attempt,
+                        node=self.id,
+                    )
                 else:
                     await self._perform(cls, args, kwargs)
         except asyncio.CancelledError:
-            self._finished(cls, job.id)
+            self._finished(cls)
             raise  # handed back to the store by _shutdown
         except BaseException as exc:
             error = JobError.from_exception(exc, attempt=job.attempt, node=self.id)
             logger.error(
-                "job %s (%s) failed on attempt %d: %s", job.id, job.worker, job.attempt,
-                error, exc_info=exc,
+                "job %s (%s) failed on attempt %d: %s",
+                job.id,
+                job.worker,
+                job.attempt,
+                error,
+                exc_info=exc,
             )
         if error is not None and error.type == CANNOT_RUN:
             logger.error("job %s (%s) cannot run: %s", job.id, job.worker, error.message)
-        self._finished(cls, job.id)
+        self._finished(cls)
         if error is None:
             self.stats.done += 1
         else:
@@ -483,15 +505,23 @@ class Node:
             await self._perform(job.worker, job.args, job.kwargs)
             self.stats.local_done += 1
         except asyncio.CancelledError:
-            logger.warning("persist=False job %s (%s) was cancelled by shutdown",
-                           job.id, job.worker.worker_name)
+            logger.warning(
+                "persist=False job %s (%s) was cancelled by shutdown",
+                job.id,
+                job.worker.worker_name,
+            )
             raise
         except BaseException as exc:
             self.stats.local_failed += 1
-            logger.error("job %s (%s, persist=False) failed: %s", job.id,
-                         job.worker.worker_name, exc, exc_info=exc)
+            logger.error(
+                "job %s (%s, persist=False) failed: %s",
+                job.id,
+                job.worker.worker_name,
+                exc,
+                exc_info=exc,
+            )
         finally:
-            self._finished(job.worker, job.id)
+            self._finished(job.worker)
 
     async def _ack_loop(self) -> None:
         while True:
@@ -511,8 +541,9 @@ class Node:
                 self._outcomes[:0] = batch  # keep them, in order, for the next try
                 failures += 1
                 delay = min(0.05 * 2**failures, 5.0)
-                logger.warning("acknowledging %d job(s) failed (%s); retrying in %.2fs",
-                               len(batch), exc, delay)
+                logger.warning(
+                    "acknowledging %d job(s) failed (%s); retrying in %.2fs", len(batch), exc, delay
+                )
                 await asyncio.sleep(delay)
                 continue
             finally:
@@ -522,23 +553,25 @@ class Node:
                 logger.warning(
                     "%d acknowledgement(s) rejected: the jobs were taken over from this node "
                     "(it was presumed dead) and belong to another node now: %s",
-                    len(report.rejected), ", ".join(report.rejected[:10]),
+                    len(report.rejected),
+                    ", ".join(report.rejected[:10]),
                 )
         if not self._tasks:
             self._wake.set()  # maybe idle now: let the claim loop notice (drain, burst)
 
     async def _shutdown(self, ack_task: asyncio.Task[None]) -> None:
-        tasks = [task for task, _ in self._tasks.values()]
+        tasks = list(self._tasks)
         if tasks and not self._force:
-            logger.info("waiting up to %.0fs for %d running job(s)",
-                        self.settings.grace_period, len(tasks))
+            logger.info(
+                "waiting up to %.0fs for %d running job(s)", self.settings.grace_period, len(tasks)
+            )
             deadline = time.monotonic() + self.settings.grace_period
             while not self._force and any(not t.done() for t in tasks):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 await asyncio.wait(tasks, timeout=min(remaining, 0.1))
-        unfinished = [(task, claim) for task, claim in self._tasks.values() if not task.done()]
+        unfinished = [(task, claim) for task, claim in self._tasks.items() if not task.done()]
         for task, _ in unfinished:
             task.cancel()
         if unfinished:
@@ -552,11 +585,15 @@ class Node:
                 released = await self._call(backend.release, self.id, held)
                 logger.warning("handed %d unfinished job(s) back to the store", released)
             except Exception:
-                logger.exception("could not hand %d job(s) back; they will be taken over "
-                                 "when this node's lease expires", len(held))
+                logger.exception(
+                    "could not hand %d job(s) back; they will be taken over "
+                    "when this node's lease expires",
+                    len(held),
+                )
         if self._local:
-            logger.warning("%d persist=False job(s) never started and are dropped",
-                           len(self._local))
+            logger.warning(
+                "%d persist=False job(s) never started and are dropped", len(self._local)
+            )
 
     # -- the maintenance thread ------------------------------------------------------------
 
@@ -579,7 +616,10 @@ class Node:
                     if not backend.heartbeat(self.id):
                         logger.warning(
                             "node %s was presumed dead (no heartbeat for %.1fs) and its jobs "
-                            "were taken over; registering again", self.id, s.takeover_timeout)
+                            "were taken over; registering again",
+                            self.id,
+                            s.takeover_timeout,
+                        )
                         self.stats.taken_over += 1
                         backend.register_node(self._info())
                 if now >= next_takeover:
@@ -589,13 +629,17 @@ class Node:
                         logger.warning(
                             "took over from dead node(s) %s: %d job(s) back to available, "
                             "%d to failed (they lost %d nodes)",
-                            ", ".join(report.dead_nodes) or "-", len(report.requeued),
-                            len(report.failed), s.max_node_deaths)
+                            ", ".join(report.dead_nodes) or "-",
+                            len(report.requeued),
+                            len(report.failed),
+                            s.max_node_deaths,
+                        )
                 if now >= next_unknown:
                     next_unknown = now + min(s.unknown_worker_timeout, 10.0)
                     failed = backend.fail_unrunnable(s.unknown_worker_timeout)
                     if failed:
-                        logger.error("%d job(s) failed: no live node registers their worker",
-                                     len(failed))
+                        logger.error(
+                            "%d job(s) failed: no live node registers their worker", len(failed)
+                        )
             except Exception:
                 logger.exception("node %s maintenance step failed; trying again", self.id)

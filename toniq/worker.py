@@ -10,7 +10,7 @@ import functools
 import inspect
 import types
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
 from toniq.errors import ConfigurationError, NotAWorkerError, UnknownWorkerError
@@ -261,8 +261,9 @@ def worker(
         }
         cls = types.new_class(f.__name__, (Worker,), opts, lambda ns: ns.update(namespace))
         # Check enqueue arguments against the function's own signature, not perform's.
-        cls._toniq_signature = _signature(f)
-        cls._toniq_is_function = True
+        worker_cls: Any = cls
+        worker_cls._toniq_signature = _signature(f)
+        worker_cls._toniq_is_function = True
         return WorkerFunction(f, cls)
 
     if func is not None:
@@ -278,7 +279,9 @@ def resolve(target: Any) -> tuple[type[Worker], dict[str, Any]]:
         return target.worker, {}
     if isinstance(target, type) and issubclass(target, Worker):
         if not hasattr(target, "worker_name") or target.worker_name not in registry:
-            raise NotAWorkerError(f"{target.__qualname__} is an abstract worker; it cannot run jobs")
+            raise NotAWorkerError(
+                f"{target.__qualname__} is an abstract worker; it cannot run jobs"
+            )
         return target, {}
     if isinstance(target, Worker):
         raise NotAWorkerError(
@@ -301,7 +304,3 @@ def check_arguments(cls: type[Worker], args: tuple[Any, ...], kwargs: dict[str, 
             signature.bind(None, *args, **kwargs)
     except TypeError as exc:
         raise TypeError(f"cannot enqueue {cls.worker_name}: {exc}") from None
-
-
-def replace_options(options: WorkerOptions, **changes: Any) -> WorkerOptions:
-    return replace(options, **changes)

@@ -126,8 +126,14 @@ class MemoryBackend:
                     record.started_at = now
                     row.token = token
                     claimed.append(
-                        ClaimedJob(record.id, worker, record.payload, record.attempt, token,
-                                   record.enqueued_at)
+                        ClaimedJob(
+                            record.id,
+                            worker,
+                            record.payload,
+                            record.attempt,
+                            token,
+                            record.enqueued_at,
+                        )
                     )
                     n -= 1
             return claimed

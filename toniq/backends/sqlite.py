@@ -185,7 +185,8 @@ class SQLiteBackend:
             (
                 job.id,
                 job.worker,
-                JobState.SCHEDULED if job.run_at is not None and job.run_at > now
+                JobState.SCHEDULED
+                if job.run_at is not None and job.run_at > now
                 else JobState.AVAILABLE,
                 job.payload,
                 job.enqueued_at,
@@ -204,7 +205,10 @@ class SQLiteBackend:
         token = secrets.token_hex(8)
         claimed: list[tuple[int, ClaimedJob]] = []
         with self._write() as conn:
-            if conn.execute("SELECT 1 FROM toniq_nodes WHERE id = ?", (node_id,)).fetchone() is None:
+            if (
+                conn.execute("SELECT 1 FROM toniq_nodes WHERE id = ?", (node_id,)).fetchone()
+                is None
+            ):
                 return []
             now = time.time()
             conn.execute(
@@ -281,8 +285,14 @@ class SQLiteBackend:
             conn.execute(
                 "INSERT OR REPLACE INTO toniq_nodes "
                 "(id, host, pid, started_at, heartbeat_at, workers) VALUES (?, ?, ?, ?, ?, ?)",
-                (info.id, info.host, info.pid, info.started_at, time.time(),
-                 json.dumps(list(info.workers))),
+                (
+                    info.id,
+                    info.host,
+                    info.pid,
+                    info.started_at,
+                    time.time(),
+                    json.dumps(list(info.workers)),
+                ),
             )
 
     def heartbeat(self, node_id: str) -> bool:
@@ -406,8 +416,19 @@ class SQLiteBackend:
 
 
 def _record(row: Sequence[Any]) -> JobRecord:
-    (job_id, worker, state, payload, attempt, enqueued_at, run_at, started_at, finished_at,
-     node, errors) = row
+    (
+        job_id,
+        worker,
+        state,
+        payload,
+        attempt,
+        enqueued_at,
+        run_at,
+        started_at,
+        finished_at,
+        node,
+        errors,
+    ) = row
     return JobRecord(
         id=job_id,
         worker=worker,

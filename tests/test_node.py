@@ -1,0 +1,176 @@
+"""The node in this process: concurrency limits, failures as data, shutdown, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+import toniq
+from tests.workers import Echo, Fails, Limited, LimitedSync, Sleeper, probe
+from toniq.job import CANNOT_RUN, NewJob
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    probe.reset()
+
+
+def test_max_concurrency_caps_one_worker_while_others_run_freely(app: toniq.Toniq) -> None:
+    for _ in range(30):
+        toniq.enqueue(Limited, 0.05)
+    for _ in range(10):
+        toniq.enqueue(LimitedSync, 0.05)
+    for _ in range(100):
+        toniq.enqueue(Sleeper, 1.0)
+    with toniq.Node(app) as node:
+        node.drain()
+    assert probe.peak["Limited"] == 3
+    assert probe.peak["LimitedSync"] == 2
+    assert probe.peak["Sleeper"] == 100
+    assert app.counts()["tests.Limited"] == {"done": 30}
+
+
+def test_ten_thousand_async_jobs_run_at_the_same_time(app: toniq.Toniq) -> None:
+    jobs = [
+        NewJob(
+            f"sleep-{i}", Sleeper.worker_name, toniq.serialization.dumps((1.0,), {}), time.time()
+        )
+        for i in range(10_000)
+    ]
+    app.backend.enqueue(jobs)
+    with toniq.Node(app, workers=[Sleeper], claim_batch=1000) as node:
+        node.drain(timeout=120)
+        assert node.stats.done == 10_000
+    assert probe.peak["Sleeper"] == 10_000
+
+
+def test_a_failing_job_is_kept_as_failed_with_its_error_and_logged(
+    app: toniq.Toniq, caplog: pytest.LogCaptureFixture
+) -> None:
+    handle = toniq.enqueue(Fails, "card declined")
+    with caplog.at_level(logging.ERROR, logger="toniq"), toniq.Node(app) as node:
+        node.drain()
+        node_id = node.id
+    record = handle.info()
+    assert record is not None and record.state is toniq.JobState.FAILED
+    (error,) = record.errors
+    assert error.type == "RuntimeError" and error.message == "card declined"
+    assert "RuntimeError: card declined" in error.traceback
+    assert error.attempt == 1 and error.node == node_id and error.at > 0
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and handle.id in errors[0].getMessage()
+    assert errors[0].exc_info is not None  # the traceback goes to Sentry and friends
+
+
+def test_an_undecodable_payload_fails_with_the_reason(app: toniq.Toniq) -> None:
+    app.backend.enqueue([NewJob("garbage", Echo.worker_name, b"not a payload", time.time())])
+    with toniq.Node(app) as node:
+        node.drain()
+        toniq.enqueue(Echo, "still running")
+        node.drain()
+    record = app.get_job("garbage")
+    assert record is not None and record.state is toniq.JobState.FAILED
+    assert record.errors[-1].type == CANNOT_RUN
+    assert "cannot read the job's arguments" in record.errors[-1].message
+    assert ("Echo", ("still running",), {}) in probe.calls
+
+
+def test_unknown_worker_jobs_fail_and_the_node_keeps_running(app: toniq.Toniq) -> None:
+    payload = toniq.serialization.dumps((), {})
+    app.backend.enqueue([NewJob("orphan", "gone.Worker", payload, time.time())])
+    with toniq.Node(app, unknown_worker_timeout=0.2) as node:
+        deadline = time.monotonic() + 10
+        while (record := app.get_job("orphan")) and record.state is not toniq.JobState.FAILED:
+            assert time.monotonic() < deadline, "the unknown-worker job never failed"
+            time.sleep(0.05)
+        toniq.enqueue(Echo, 1)
+        node.drain()
+    assert record is not None and "gone.Worker" in record.errors[-1].message
+    assert probe.calls == [("Echo", (1,), {})]
+
+
+def test_graceful_stop_hands_unfinished_jobs_back_at_once(app: toniq.Toniq) -> None:
+    handles = [toniq.enqueue(Sleeper, 30.0) for _ in range(3)]
+    node = toniq.Node(app, grace_period=0.2).start()
+    deadline = time.monotonic() + 10
+    while node.running < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    started = time.monotonic()
+    node.stop()
+    assert time.monotonic() - started < 3
+    for handle in handles:
+        record = handle.info()
+        assert record is not None and record.state is toniq.JobState.AVAILABLE
+        assert record.attempt == 0 and record.node is None
+    assert app.nodes() == []
+
+
+def test_jobs_that_finish_within_the_grace_period_are_acknowledged(app: toniq.Toniq) -> None:
+    handle = toniq.enqueue(Sleeper, 0.3)
+    node = toniq.Node(app, grace_period=5).start()
+    deadline = time.monotonic() + 10
+    while node.running < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    node.stop()
+    assert handle.info() is None
+    assert app.counts()["tests.Sleeper"] == {"done": 1}
+
+
+def test_a_node_presumed_dead_registers_again_and_its_late_acks_are_rejected(
+    app: toniq.Toniq,
+) -> None:
+    handle = toniq.enqueue(Sleeper, 0.5)
+    with toniq.Node(app, workers=[Sleeper]) as node:
+        deadline = time.monotonic() + 10
+        while node.running < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # Simulate a stall: the store forgets the node, another node takes the job.
+        app.backend.unregister_node(node.id)
+        report = app.backend.take_over(timeout=0.6, max_node_deaths=3)
+        assert handle.id in report.requeued
+        node.drain()
+        assert node.stats.acks_rejected == 1
+        deadline = time.monotonic() + 10
+        while node.id not in {n.id for n in app.nodes()}:
+            assert time.monotonic() < deadline, "the node did not register again"
+            time.sleep(0.02)
+        # Registered again, it claims the requeued job and finishes it for real.
+        node.drain()
+    assert handle.info() is None
+    assert app.counts()["tests.Sleeper"]["done"] == 1
+
+
+def test_node_registers_its_workers_and_leaves_on_stop(app: toniq.Toniq) -> None:
+    with toniq.Node(app, workers=[Echo, "tests.Sleeper"]) as node:
+        (info,) = app.nodes()
+        assert info.id == node.id and info.workers == ("tests.Echo", "tests.Sleeper")
+    assert app.nodes() == []
+
+
+def test_drain_times_out_while_jobs_keep_running(app: toniq.Toniq) -> None:
+    toniq.enqueue(Sleeper, 5.0)
+    with toniq.Node(app, grace_period=0) as node, pytest.raises(TimeoutError):
+        node.drain(timeout=0.3)
+
+
+def test_serve_in_your_own_event_loop(app: toniq.Toniq) -> None:
+    toniq.enqueue(Echo, "from serve")
+
+    async def main() -> None:
+        node = toniq.Node(app)
+        task = asyncio.create_task(node.serve(burst=True))
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    assert probe.calls == [("Echo", ("from serve",), {})]
+
+
+def test_unknown_worker_filter_is_an_error(app: toniq.Toniq) -> None:
+    with pytest.raises(toniq.UnknownWorkerError):
+        toniq.Node(app, workers=["no.Such"]).start()
