@@ -64,7 +64,11 @@ def main() -> None:
 
 @main.command()
 @click.argument("modules", nargs=-1, required=True)
-@click.option("--url", envvar="TONIQ_URL", help="Where jobs are stored [env: TONIQ_URL].")
+@click.option(
+    "--url",
+    help="Where jobs are stored. Default: what MODULES configured, else TONIQ_URL, "
+    "else sqlite:///toniq.sqlite3.",
+)
 @click.option("--burst", is_flag=True, help="Exit once no job is left to run.")
 @click.option(
     "-w",
