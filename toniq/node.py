@@ -458,25 +458,18 @@ class Node:
     async def _run_claimed(self, job: ClaimedJob, cls: type[Worker] | None) -> None:
         error: JobError | None = None
         try:
+            reason: str | None = None
             if cls is None:
-                error = JobError.reason(
-                    CANNOT_RUN,
-                    f"unknown worker {job.worker!r} on node {self.id}",
-                    attempt=job.attempt,
-                    node=self.id,
-                )
+                reason = f"unknown worker {job.worker!r} on node {self.id}"
             else:
                 try:
                     args, kwargs = loads(job.payload)
                 except ValueError as exc:
-                    error = JobError.reason(
-                        CANNOT_RUN,
-                        f"cannot read the job's arguments: {exc}",
-                        attempt=job.attempt,
-                        node=self.id,
-                    )
-                else:
-                    await self._perform(cls, args, kwargs)
+                    reason = f"cannot read the job's arguments: {exc}"
+            if reason is not None or cls is None:
+                error = JobError.reason(CANNOT_RUN, reason or "", attempt=job.attempt, node=self.id)
+            else:
+                await self._perform(cls, args, kwargs)
         except asyncio.CancelledError:
             self._finished(cls)
             raise  # handed back to the store by _shutdown

@@ -74,13 +74,9 @@ class Settings:
     @classmethod
     def make(cls, url: str | None = None, **options: Any) -> Settings:
         """Settings from keywords; the URL falls back to ``TONIQ_URL``, then the default."""
-        known = {f.name for f in fields(cls)} - {"url"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise TypeError(
-                f"unknown setting(s) {', '.join(unknown)}; known settings are "
-                f"url, {', '.join(sorted(known))}"
-            )
+        from toniq.worker import check_known
+
+        check_known("unknown setting", options, [f.name for f in fields(cls)])
         return cls(url=url or os.environ.get("TONIQ_URL") or DEFAULT_URL, **options)
 
 

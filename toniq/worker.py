@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
@@ -66,12 +66,7 @@ class Worker:
     _toniq_signature: ClassVar[inspect.Signature | None]
 
     def __init_subclass__(cls, **options: Any) -> None:
-        unknown = sorted(set(options) - set(WORKER_OPTIONS))
-        if unknown:
-            raise TypeError(
-                f"{cls.__qualname__}: unknown worker option(s) {', '.join(unknown)}; "
-                f"known options are {', '.join(WORKER_OPTIONS)}"
-            )
+        check_known(f"{cls.__qualname__}: unknown worker option", options, WORKER_OPTIONS)
         abstract = bool(options.pop("abstract", False))
         super().__init_subclass__()
         inherited = getattr(cls, "worker_options", None)
@@ -130,6 +125,16 @@ class Worker:
         return EnqueueSpec(cls, {}).with_options(**options)
 
 
+def check_known(what: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Raise ``TypeError`` naming the unknown keywords and listing the known ones."""
+    known = list(known)
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TypeError(
+            f"{what}(s) {', '.join(unknown)}; known options are {', '.join(sorted(known))}"
+        )
+
+
 def _signature(perform: Callable[..., Any]) -> inspect.Signature | None:
     try:
         return inspect.signature(perform)
@@ -170,12 +175,7 @@ class EnqueueSpec:
         self.options = options
 
     def with_options(self, **options: Any) -> EnqueueSpec:
-        unknown = sorted(set(options) - set(ENQUEUE_OPTIONS))
-        if unknown:
-            raise TypeError(
-                f"unknown enqueue option(s) {', '.join(unknown)}; "
-                f"known options are {', '.join(ENQUEUE_OPTIONS)}"
-            )
+        check_known("unknown enqueue option", options, ENQUEUE_OPTIONS)
         if "persist" in options and not isinstance(options["persist"], bool):
             raise ConfigurationError("persist must be True or False")
         return EnqueueSpec(self.worker, {**self.options, **options})
