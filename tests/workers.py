@@ -87,7 +87,7 @@ class Sleeper(toniq.Worker, name="tests.Sleeper"):
             probe.leave("Sleeper")
 
 
-class Fails(toniq.Worker, name="tests.Fails"):
+class Fails(toniq.Worker, name="tests.Fails", retries=0):
     def perform(self, message: str) -> None:
         probe.enter("Fails")
         probe.leave("Fails")
@@ -104,3 +104,37 @@ class Local(toniq.Worker, persist=False, name="tests.Local"):
 async def add(a: int, b: int) -> None:
     probe.enter("add", (a, b))
     probe.leave("add")
+
+
+class Flaky(toniq.Worker, name="tests.Flaky", retries=3, backoff=lambda n: 0.1 * n):
+    """Fails ``failures`` times (counted per key), then succeeds; records start times."""
+
+    attempts: dict[str, list[float]] = {}
+
+    def perform(self, key: str, failures: int) -> None:
+        runs = Flaky.attempts.setdefault(key, [])
+        runs.append(time.monotonic())
+        probe.enter("Flaky", (key, len(runs)))
+        probe.leave("Flaky")
+        if len(runs) <= failures:
+            raise ValueError(f"{key} failed run {len(runs)}")
+
+
+class SlowAsync(toniq.Worker, name="tests.SlowAsync", timeout=0.3, max_concurrency=1, retries=0):
+    async def perform(self, seconds: float) -> None:
+        probe.enter("SlowAsync", (seconds,))
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            probe.leave("SlowAsync")
+
+
+class SlowSync(toniq.Worker, name="tests.SlowSync", timeout=0.5, retries=0):
+    """Runs in a child process (it has a timeout); leaves a file behind if it finishes."""
+
+    def perform(self, seconds: float, marker: str) -> None:
+        time.sleep(seconds)
+        if seconds < 0:
+            raise KeyError("negative")
+        with open(marker, "w") as f:
+            f.write("finished")

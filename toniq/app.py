@@ -14,12 +14,14 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from toniq.backends import Backend, from_url
-from toniq.errors import EnqueueError, StoreError
-from toniq.job import JobRecord, NewJob, NodeInfo
+from toniq.errors import ConfigurationError, EnqueueError, StoreError
+from toniq.events import EventBus, JobEvent
+from toniq.job import HELD, JobRecord, JobState, NewJob, NodeInfo
 from toniq.serialization import dumps
 from toniq.settings import DEFAULT_URL, Settings, redact
 from toniq.worker import check_arguments, resolve
@@ -68,6 +70,8 @@ class Toniq:
         self._nodes: list[Node] = []
         self._local_node: Node | None = None
         self._closed = False
+        #: Every job event of this app's nodes in this process: ``app.events.subscribe(f)``.
+        self.events = EventBus()
 
     @property
     def url(self) -> str:
@@ -102,10 +106,24 @@ class Toniq:
         cls, options = resolve(target)
         check_arguments(cls, args, kwargs)
         job_id = uuid.uuid4().hex
+        now = time.time()
+        run_at: float | None = None
+        if "delay" in options:
+            run_at = now + options["delay"]
+        elif "at" in options:
+            run_at = options["at"].timestamp()  # a naive datetime is local time
+        elif options.get("hold"):
+            run_at = HELD
         if not options.get("persist", cls.worker_options.persist):
+            if run_at is not None:
+                raise ConfigurationError(
+                    f"{cls.worker_name}: a persist=False job runs at once; delay, at and hold "
+                    "need a stored job"
+                )
             return cls, None
         payload = dumps(args, kwargs, worker=cls.worker_name)
-        return cls, NewJob(job_id, cls.worker_name, payload, time.time())
+        job_options = {"timeout": options["timeout"]} if options.get("timeout") else {}
+        return cls, NewJob(job_id, cls.worker_name, payload, now, run_at, job_options)
 
     def enqueue(self, target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
         """Enqueue a job of ``target`` (a worker class, a ``@toniq.worker`` function, or
@@ -178,6 +196,57 @@ class Toniq:
         """The live nodes the store knows."""
         return self.backend.nodes()
 
+    def jobs(
+        self,
+        state: JobState | str,
+        worker: WorkerRef | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """Stored jobs in one state, e.g. ``app.jobs("scheduled")``: soonest first."""
+        return self.backend.jobs(JobState(state), _worker_name(worker), limit, offset)
+
+    # -- failed jobs -----------------------------------------------------------------------
+
+    def failed_jobs(
+        self, worker: WorkerRef | None = None, limit: int = 50, offset: int = 0
+    ) -> list[JobRecord]:
+        """Failed jobs, newest first, optionally of one worker; ``limit``/``offset`` page."""
+        return self.backend.jobs(JobState.FAILED, _worker_name(worker), limit, offset)
+
+    def retry(self, job: JobRef) -> bool:
+        """Run a failed job again, with a fresh attempt count; its error history stays.
+        ``False`` if it is not (or no longer) failed."""
+        return self.backend.retry_failed([_job_id(job)]) == 1
+
+    def delete(self, job: JobRef) -> bool:
+        """Delete a failed job. ``False`` if it is not (or no longer) failed."""
+        return self.backend.delete_failed([_job_id(job)]) == 1
+
+    def retry_all(self, worker: WorkerRef | None = None) -> int:
+        """Retry every failed job (of ``worker``, if given); returns how many."""
+        return self.backend.retry_failed(None, _worker_name(worker))
+
+    def delete_all(self, worker: WorkerRef | None = None) -> int:
+        """Delete every failed job (of ``worker``, if given); returns how many."""
+        return self.backend.delete_failed(None, _worker_name(worker))
+
+    # -- held and delayed jobs ---------------------------------------------------------------
+
+    def release(self, job: JobRef) -> bool:
+        """Make a held or delayed job available now. ``False`` if it is not scheduled."""
+        return self.backend.release_scheduled([_job_id(job)]) == 1
+
+    def release_all(self, worker: WorkerRef | None = None) -> int:
+        """Release every held or delayed job (of ``worker``); returns how many."""
+        return self.backend.release_scheduled(None, _worker_name(worker))
+
+    def subscribe(self, callback: Callable[[JobEvent], object]) -> Callable[[], None]:
+        """Call ``callback(event)`` after every job of this app's nodes in this process
+        finishes, is retried or fails (hooks for error trackers and metrics). Returns a
+        function that unsubscribes."""
+        return self.events.subscribe(callback)
+
     # -- life cycle ------------------------------------------------------------------------
 
     def _attach(self, node: Node) -> None:
@@ -247,6 +316,68 @@ def enqueue(target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
 async def enqueue_async(target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
     """The async twin of :func:`enqueue`: ``await toniq.enqueue_async(SendEmail, ...)``."""
     return await get_app().enqueue_async(target, *args, **kwargs)
+
+
+WorkerRef = Any  # a worker class, a @toniq.worker function, or a worker name
+JobRef = Any  # a job id, a JobHandle or a JobRecord
+
+
+def _worker_name(worker: WorkerRef | None) -> str | None:
+    if worker is None or isinstance(worker, str):
+        return worker
+    cls, _ = resolve(worker)
+    return cls.worker_name
+
+
+def _job_id(job: JobRef) -> str:
+    if isinstance(job, str):
+        return job
+    job_id = getattr(job, "id", None)
+    if not isinstance(job_id, str):
+        raise TypeError(f"expected a job id, a JobHandle or a JobRecord, got {job!r}")
+    return job_id
+
+
+def failed_jobs(
+    worker: WorkerRef | None = None, limit: int = 50, offset: int = 0
+) -> list[JobRecord]:
+    """Failed jobs of the default app, newest first: ``toniq.failed_jobs(SendEmail)``."""
+    return get_app().failed_jobs(worker, limit, offset)
+
+
+def retry(job: JobRef) -> bool:
+    """Run a failed job again (a job, a record or an id): ``toniq.retry(job)``."""
+    return get_app().retry(job)
+
+
+def delete(job: JobRef) -> bool:
+    """Delete a failed job (a job, a record or an id)."""
+    return get_app().delete(job)
+
+
+def retry_all(worker: WorkerRef | None = None) -> int:
+    """Retry every failed job, or those of one worker; returns how many."""
+    return get_app().retry_all(worker)
+
+
+def delete_all(worker: WorkerRef | None = None) -> int:
+    """Delete every failed job, or those of one worker; returns how many."""
+    return get_app().delete_all(worker)
+
+
+def release(job: JobRef) -> bool:
+    """Make a held or delayed job available now."""
+    return get_app().release(job)
+
+
+def release_all(worker: WorkerRef | None = None) -> int:
+    """Release every held or delayed job, or those of one worker; returns how many."""
+    return get_app().release_all(worker)
+
+
+def subscribe(callback: Callable[[JobEvent], object]) -> Callable[[], None]:
+    """Receive every job event of the default app's nodes in this process."""
+    return get_app().subscribe(callback)
 
 
 def get_job(job_id: str) -> JobRecord | None:

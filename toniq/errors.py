@@ -38,3 +38,19 @@ class EnqueueError(StoreError):
 
 class UnknownWorkerError(ToniqError, LookupError):
     """A job names a worker that this process has not registered."""
+
+
+class JobTimeout(ToniqError, TimeoutError):
+    """A run took longer than its ``timeout`` and was stopped (recorded as
+    ``toniq.JobTimeout`` in the job's errors)."""
+
+    toniq_error: tuple[str, str, str] | None = None
+
+
+class JobProcessError(ToniqError):
+    """A ``def`` job with a timeout runs in a child process; this carries the child's
+    error (its type, message and traceback) back to the node."""
+
+    def __init__(self, type: str, message: str, traceback: str) -> None:
+        super().__init__(message)
+        self.toniq_error = (type, message, traceback)

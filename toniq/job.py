@@ -3,20 +3,24 @@
 The state machine, in one place (``docs/states.md`` tells the same story)::
 
     enqueue ─► AVAILABLE ──claim──► RUNNING ──ack ok──► done (deleted; a counter is kept)
-                  ▲  ▲                 │
-                  │  └── hand back ────┤  graceful shutdown of its node
-                  │  └── take over ────┤  its node stopped heart-beating (a NodeLost error
-                  │                    │  is recorded; too many of them ends in FAILED)
-                  │                    └──ack error──► FAILED (kept, with every error)
-    SCHEDULED ────┘ (due)
+       │        ▲  ▲                 │
+       │        │  ├── hand back ────┤  graceful shutdown of its node
+       │        │  └── take over ────┤  its node stopped heart-beating (a NodeLost error
+       │        │                    │  is recorded; too many of them ends in FAILED)
+       │        │                    ├──ack error, retries left──► SCHEDULED (retrying)
+       │        │                    └──ack error, no retry left─► FAILED (kept, with errors)
+       │        ├── due, or released by hand ── SCHEDULED (delayed, held or retrying)
+       │        └── retried by hand ─────────── FAILED
+       └── delay / at / hold ──► SCHEDULED
 
-``SCHEDULED`` is the state of a job that waits for its time (delays and
-retries); it is part of the stored schema so every backend shares one model.
+``attempt`` counts runs that count towards ``retries``: a hand-back and a takeover
+give the attempt back (a takeover records a NodeLost error instead).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import time
 import traceback as tb
 from dataclasses import asdict, dataclass, field
@@ -37,6 +41,15 @@ class JobState(enum.StrEnum):
 NODE_LOST = "toniq.NodeLost"
 #: The error type recorded when a node cannot run a job (unknown worker, bad payload).
 CANNOT_RUN = "toniq.CannotRun"
+#: The error type recorded when a run exceeded its timeout.
+TIMEOUT = "toniq.JobTimeout"
+
+
+def type_name(exc: BaseException) -> str:
+    """``ValueError`` for built-ins, ``package.module.Error`` for the rest."""
+    kind = type(exc)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
 @dataclass(frozen=True)
@@ -56,11 +69,19 @@ class JobError:
 
     @classmethod
     def from_exception(cls, exc: BaseException, *, attempt: int, node: str | None) -> JobError:
-        kind = type(exc)
-        module = kind.__module__
-        name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+        remote = getattr(exc, "toniq_error", None)
+        if isinstance(remote, tuple):  # raised in a child process: keep its own story
+            name, message, trace = remote
+            return cls(
+                type=name,
+                message=message,
+                traceback=trace,
+                attempt=attempt,
+                node=node,
+                at=time.time(),
+            )
         return cls(
-            type=name,
+            type=type_name(exc),
             message=str(exc),
             traceback="".join(tb.format_exception(exc)),
             attempt=attempt,
@@ -93,15 +114,24 @@ class JobError:
         return f"{self.type}: {self.message}"
 
 
+#: ``run_at`` of a held job: it waits until released by hand (``toniq.release``).
+HELD = math.inf
+
+
 @dataclass(frozen=True)
 class NewJob:
-    """A job as handed to :meth:`Backend.enqueue`: everything needed to store it."""
+    """A job as handed to :meth:`Backend.enqueue`: everything needed to store it.
+
+    ``run_at`` in the future (or :data:`HELD`) stores it SCHEDULED. ``options`` are the
+    per-enqueue options a node needs when it runs the job (a JSON-able dict, e.g. timeout).
+    """
 
     id: str
     worker: str
     payload: bytes
     enqueued_at: float
     run_at: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,16 +148,20 @@ class ClaimedJob:
     attempt: int
     token: str
     enqueued_at: float
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """The end of one run, as acknowledged to the backend."""
+    """The end of one run, as acknowledged to the backend: success (no error), a retry
+    (an error and ``retry_in`` seconds: the job is SCHEDULED again, timed by the store's
+    clock) or a failure (FAILED)."""
 
     id: str
     token: str
     worker: str
     error: JobError | None = None
+    retry_in: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -179,6 +213,12 @@ class JobRecord:
     finished_at: float | None = None
     node: str | None = None
     errors: list[JobError] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def held(self) -> bool:
+        """True for a job held until released by hand."""
+        return self.state is JobState.SCHEDULED and self.run_at == HELD
 
     @property
     def last_error(self) -> JobError | None:

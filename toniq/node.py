@@ -25,8 +25,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from toniq.errors import ToniqError
+from toniq.events import EventKind, JobEvent, call_hook
 from toniq.job import CANNOT_RUN, ClaimedJob, JobError, NodeInfo, Outcome
+from toniq.retries import log_failure, retries_for, retry_delay
 from toniq.serialization import loads
+from toniq.timeouts import run_async, run_in_child
 from toniq.worker import Worker, WorkerFunction, get_worker, registry
 
 if TYPE_CHECKING:
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("toniq")
 T = TypeVar("T")
+#: How often a node deletes failed jobs beyond the retention settings.
+PRUNE_INTERVAL = 60.0
 
 
 @dataclass
@@ -42,6 +47,7 @@ class NodeStats:
     """Counters of one node since it started."""
 
     done: int = 0
+    retried: int = 0
     failed: int = 0
     local_done: int = 0
     local_failed: int = 0
@@ -94,7 +100,7 @@ class Node:
         self._running_sync = 0
         # Keyed by task, not job id: after a takeover the same job may run twice here.
         self._tasks: dict[asyncio.Task[None], ClaimedJob | None] = {}
-        self._outcomes: list[Outcome] = []
+        self._outcomes: list[tuple[Outcome, JobEvent, type[Worker] | None]] = []
         self._acking = False
         self._local: collections.deque[_LocalJob] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -445,18 +451,26 @@ class Node:
                 self._wake.set()  # a slot opened: claim for it now rather than at the next poll
 
     async def _perform(
-        self, cls: type[Worker], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        cls: type[Worker],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
     ) -> None:
         instance = cls()
         if cls.is_async:
-            await instance.perform(*args, **kwargs)
-        else:
-            context = contextvars.copy_context()
-            call = functools.partial(context.run, instance.perform, *args, **kwargs)
-            await asyncio.get_running_loop().run_in_executor(self._pool, call)
+            await run_async(lambda: instance.perform(*args, **kwargs), timeout)
+            return
+        target: Callable[[], Any] = functools.partial(instance.perform, *args, **kwargs)
+        if timeout is not None:
+            target = functools.partial(run_in_child, target, timeout)
+        call = functools.partial(contextvars.copy_context().run, target)
+        await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def _run_claimed(self, job: ClaimedJob, cls: type[Worker] | None) -> None:
+        started = time.monotonic()
         error: JobError | None = None
+        retry_in: float | None = None
         try:
             reason: str | None = None
             if cls is None:
@@ -468,34 +482,54 @@ class Node:
                     reason = f"cannot read the job's arguments: {exc}"
             if reason is not None or cls is None:
                 error = JobError.reason(CANNOT_RUN, reason or "", attempt=job.attempt, node=self.id)
+                logger.error("job %s (%s) cannot run: %s", job.id, job.worker, error.message)
             else:
-                await self._perform(cls, args, kwargs)
+                timeout = job.options.get("timeout") or cls.worker_options.timeout
+                await self._perform(cls, args, kwargs, timeout)
         except asyncio.CancelledError:
             self._finished(cls)
             raise  # handed back to the store by _shutdown
         except BaseException as exc:
+            assert cls is not None
             error = JobError.from_exception(exc, attempt=job.attempt, node=self.id)
-            logger.error(
-                "job %s (%s) failed on attempt %d: %s",
+            retry_in = retry_delay(cls, self.settings, job.attempt)
+            log_failure(
                 job.id,
                 job.worker,
                 job.attempt,
+                retries_for(cls, self.settings),
                 error,
-                exc_info=exc,
+                retry_in,
+                exc,
             )
-        if error is not None and error.type == CANNOT_RUN:
-            logger.error("job %s (%s) cannot run: %s", job.id, job.worker, error.message)
         self._finished(cls)
         if error is None:
             self.stats.done += 1
+            kind = EventKind.DONE
+        elif retry_in is not None:
+            self.stats.retried += 1
+            kind = EventKind.RETRYING
         else:
             self.stats.failed += 1
-        self._outcomes.append(Outcome(job.id, job.token, job.worker, error))
+            kind = EventKind.FAILED
+        event = JobEvent(
+            kind,
+            job.id,
+            job.worker,
+            job.attempt,
+            self.id,
+            time.monotonic() - started,
+            error,
+            None if retry_in is None else time.time() + retry_in,
+        )
+        self._outcomes.append((Outcome(job.id, job.token, job.worker, error, retry_in), event, cls))
         self._ack_wake.set()
 
     async def _run_local(self, job: _LocalJob) -> None:
+        started = time.monotonic()
+        error: JobError | None = None
         try:
-            await self._perform(job.worker, job.args, job.kwargs)
+            await self._perform(job.worker, job.args, job.kwargs, job.worker.worker_options.timeout)
             self.stats.local_done += 1
         except asyncio.CancelledError:
             logger.warning(
@@ -506,15 +540,46 @@ class Node:
             raise
         except BaseException as exc:
             self.stats.local_failed += 1
+            error = JobError.from_exception(exc, attempt=1, node=self.id)
             logger.error(
                 "job %s (%s, persist=False) failed: %s",
                 job.id,
                 job.worker.worker_name,
-                exc,
+                error,
                 exc_info=exc,
             )
         finally:
             self._finished(job.worker)
+        kind = EventKind.DONE if error is None else EventKind.FAILED
+        self._emit(
+            JobEvent(
+                kind,
+                job.id,
+                job.worker.worker_name,
+                1,
+                self.id,
+                time.monotonic() - started,
+                error,
+                persisted=False,
+            ),
+            job.worker,
+        )
+
+    def _emit(self, event: JobEvent, cls: type[Worker] | None) -> None:
+        """Hooks run after the outcome is stored; a failing hook is only logged."""
+        if cls is not None:
+            hook = {
+                EventKind.DONE: "on_success",
+                EventKind.RETRYING: "on_retry",
+                EventKind.FAILED: "on_failure",
+            }[event.kind]
+            try:
+                method = getattr(cls(), hook)
+            except Exception:
+                logger.exception("could not make %s to call its %s hook", cls.worker_name, hook)
+            else:
+                call_hook(method, event)
+        self.app.events.emit(event)
 
     async def _ack_loop(self) -> None:
         while True:
@@ -529,7 +594,7 @@ class Node:
             batch, self._outcomes = self._outcomes, []
             self._acking = True
             try:
-                report = await self._call(backend.ack, self.id, batch)
+                report = await self._call(backend.ack, self.id, [o for o, _, _ in batch])
             except Exception as exc:
                 self._outcomes[:0] = batch  # keep them, in order, for the next try
                 failures += 1
@@ -541,14 +606,18 @@ class Node:
                 continue
             finally:
                 self._acking = False
-            if report.rejected:
-                self.stats.acks_rejected += len(report.rejected)
+            rejected = set(report.rejected)
+            if rejected:
+                self.stats.acks_rejected += len(rejected)
                 logger.warning(
                     "%d acknowledgement(s) rejected: the jobs were taken over from this node "
                     "(it was presumed dead) and belong to another node now: %s",
-                    len(report.rejected),
+                    len(rejected),
                     ", ".join(report.rejected[:10]),
                 )
+            for outcome, event, cls in batch:
+                if outcome.id not in rejected:
+                    self._emit(event, cls)
         if not self._tasks:
             self._wake.set()  # maybe idle now: let the claim loop notice (drain, burst)
 
@@ -575,7 +644,7 @@ class Node:
         backend = self.backend
         if held and backend is not None:
             try:
-                released = await self._call(backend.release, self.id, held)
+                released = await self._call(backend.hand_back, self.id, held)
                 logger.warning("handed %d unfinished job(s) back to the store", released)
             except Exception:
                 logger.exception(
@@ -598,8 +667,10 @@ class Node:
         next_beat = now + s.heartbeat_interval
         next_takeover = now + s.takeover_interval
         next_unknown = now + min(s.unknown_worker_timeout, 10.0)
+        next_prune = now  # prune failed jobs once at start, then every minute
         while True:
-            wait = max(0.0, min(next_beat, next_takeover, next_unknown) - time.monotonic())
+            due = min(next_beat, next_takeover, next_unknown, next_prune)
+            wait = max(0.0, due - time.monotonic())
             if self._maint_stop.wait(wait):
                 return
             now = time.monotonic()
@@ -633,6 +704,16 @@ class Node:
                     if failed:
                         logger.error(
                             "%d job(s) failed: no live node registers their worker", len(failed)
+                        )
+                if now >= next_prune:
+                    next_prune = now + PRUNE_INTERVAL
+                    pruned = backend.prune_failed(s.failed_max_count, s.failed_max_age)
+                    if pruned:
+                        logger.info(
+                            "deleted %d old failed job(s) (retention: %d jobs, %.0f days)",
+                            pruned,
+                            s.failed_max_count,
+                            s.failed_max_age / 86400,
                         )
             except Exception:
                 logger.exception("node %s maintenance step failed; trying again", self.id)

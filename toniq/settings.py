@@ -6,6 +6,7 @@ Durations are seconds (``float``) or :class:`datetime.timedelta`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
@@ -47,6 +48,15 @@ class Settings:
     max_node_deaths: int = 3
     #: A stored job whose worker no live node registers fails after this long.
     unknown_worker_timeout: float = 60.0
+    #: Retries after a failed run, for workers that do not set their own (0 for none).
+    retries: int = 5
+    #: Seconds before retry n, from n, for workers that do not set their own
+    #: (``None``: :func:`toniq.retries.default_backoff`, n**4 / 4 s plus up to 10 % jitter).
+    backoff: Callable[[int], float] | None = None
+    #: Failed jobs kept at most (the oldest are deleted first) ...
+    failed_max_count: int = 10_000
+    #: ... and for at most this long (30 days).
+    failed_max_age: float = 30 * 24 * 3600.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -59,10 +69,12 @@ class Settings:
                         f"{f.name} must be a duration in seconds (>= 0), got {value!r}"
                     )
                 object.__setattr__(self, f.name, float(value))
-            elif f.type == "int" and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ConfigurationError(f"{f.name} must be a positive int, got {value!r}")
+            elif f.type == "int":
+                least = 0 if f.name == "retries" else 1
+                if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                    raise ConfigurationError(f"{f.name} must be an int >= {least}, got {value!r}")
+        if self.backoff is not None and not callable(self.backoff):
+            raise ConfigurationError("backoff must be a function of the attempt number")
         if not isinstance(self.url, str) or not self.url:
             raise ConfigurationError(f"url must be a non-empty string, got {self.url!r}")
         if self.takeover_timeout <= self.heartbeat_interval:

@@ -11,20 +11,22 @@ import inspect
 import types
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
 from toniq.errors import ConfigurationError, NotAWorkerError, UnknownWorkerError
 
 if TYPE_CHECKING:
     from toniq.app import JobHandle
+    from toniq.events import JobEvent
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Worker options, given as class keywords: ``class W(toniq.Worker, max_concurrency=3)``.
-WORKER_OPTIONS = ("name", "max_concurrency", "persist", "abstract")
+WORKER_OPTIONS = ("name", "max_concurrency", "persist", "retries", "backoff", "timeout", "abstract")
 #: Options of one enqueue, given with ``W.with_options(...)``.
-ENQUEUE_OPTIONS = ("persist",)
+ENQUEUE_OPTIONS = ("persist", "delay", "at", "hold", "timeout")
 
 #: Every worker this process defined, by name.
 registry: dict[str, type[Worker]] = {}
@@ -37,6 +39,12 @@ class WorkerOptions:
     name: str
     max_concurrency: int | None = None
     persist: bool = True
+    #: Retries after the first run (``None``: the app's ``retries`` setting).
+    retries: int | None = None
+    #: Seconds to wait before retry n, from n (``None``: the app's ``backoff``).
+    backoff: Callable[[int], float] | None = None
+    #: Seconds a run may take before it is stopped (``None``: no limit).
+    timeout: float | None = None
 
 
 class Worker:
@@ -45,8 +53,10 @@ class Worker:
     Options are class keywords: ``name`` (default ``module.QualName``),
     ``max_concurrency`` (jobs of this worker running at once on one node; default
     unlimited), ``persist`` (default ``True``; ``False`` runs jobs in the enqueuing
-    process without storing them) and ``abstract`` (a base class that is not
-    registered). An unknown option is an error.
+    process without storing them), ``retries`` (retries after a failed run; default
+    the app's, 5), ``backoff`` (seconds before retry n, from n; default ``n**4 / 4``
+    plus a little jitter), ``timeout`` (seconds a run may take) and ``abstract`` (a base
+    class that is not registered). An unknown option is an error.
 
     Example::
 
@@ -88,7 +98,24 @@ class Worker:
         persist = options.get("persist", inherited.persist if inherited else True)
         if not isinstance(persist, bool):
             raise ConfigurationError(f"{cls.__qualname__}: persist must be True or False")
-        cls.worker_options = WorkerOptions(name, max_concurrency, persist)
+        retries = options.get("retries", inherited.retries if inherited else None)
+        if retries is not None and (
+            isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
+        ):
+            raise ConfigurationError(
+                f"{cls.__qualname__}: retries must be an int >= 0 (0 for none), got {retries!r}"
+            )
+        backoff = options.get("backoff", inherited.backoff if inherited else None)
+        if backoff is not None and not callable(backoff):
+            raise ConfigurationError(
+                f"{cls.__qualname__}: backoff must be a function of the attempt number "
+                f"returning seconds, got {backoff!r}"
+            )
+        timeout = options.get("timeout", inherited.timeout if inherited else None)
+        timeout = check_timeout(timeout, cls.__qualname__)
+        cls.worker_options = WorkerOptions(
+            name, max_concurrency, persist, retries, backoff, timeout
+        )
         cls.worker_name = name
         cls.is_async = inspect.iscoroutinefunction(cls.perform)
         cls._toniq_signature = _signature(cls.perform)
@@ -101,6 +128,17 @@ class Worker:
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         """Do the job. Override this (``def`` or ``async def``)."""
         raise NotImplementedError
+
+    # Hooks: override to react to this worker's jobs (error trackers, metrics). They run
+    # on the node after the outcome is stored; one that raises is logged and ignored.
+    def on_success(self, event: JobEvent) -> None:
+        """Called after a job of this worker finished."""
+
+    def on_retry(self, event: JobEvent) -> None:
+        """Called after a failed run that will be retried (``event.retry_at``)."""
+
+    def on_failure(self, event: JobEvent) -> None:
+        """Called once a job of this worker failed for good (retries exhausted)."""
 
     @classmethod
     def enqueue(cls, *args: Any, **kwargs: Any) -> JobHandle:
@@ -118,9 +156,11 @@ class Worker:
 
     @classmethod
     def with_options(cls, **options: Any) -> EnqueueSpec:
-        """Options for one enqueue, kept apart from the job's own arguments.
+        """Options for one enqueue, kept apart from the job's own arguments: ``persist``,
+        ``delay`` (seconds or timedelta), ``at`` (a datetime), ``hold`` (wait until
+        released by hand) and ``timeout``.
 
-        Example: ``SendEmail.with_options(persist=False).enqueue(to="a@b.c")``.
+        Example: ``SendEmail.with_options(delay=60).enqueue(to="a@b.c")``.
         """
         return EnqueueSpec(cls, {}).with_options(**options)
 
@@ -133,6 +173,17 @@ def check_known(what: str, given: Iterable[str], known: Iterable[str]) -> None:
         raise TypeError(
             f"{what}(s) {', '.join(unknown)}; known options are {', '.join(sorted(known))}"
         )
+
+
+def check_timeout(value: Any, owner: str) -> float | None:
+    """A timeout as positive seconds, or None."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigurationError(f"{owner}: timeout must be seconds > 0 or a timedelta")
+    return float(value)
 
 
 def _signature(perform: Callable[..., Any]) -> inspect.Signature | None:
@@ -176,9 +227,28 @@ class EnqueueSpec:
 
     def with_options(self, **options: Any) -> EnqueueSpec:
         check_known("unknown enqueue option", options, ENQUEUE_OPTIONS)
-        if "persist" in options and not isinstance(options["persist"], bool):
-            raise ConfigurationError("persist must be True or False")
-        return EnqueueSpec(self.worker, {**self.options, **options})
+        for flag in ("persist", "hold"):
+            if flag in options and not isinstance(options[flag], bool):
+                raise ConfigurationError(f"{flag} must be True or False")
+        if "delay" in options:
+            delay = options["delay"]
+            if isinstance(delay, timedelta):
+                delay = options["delay"] = delay.total_seconds()
+            if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+                raise ConfigurationError(
+                    f"delay must be seconds >= 0 or a timedelta, got {options['delay']!r}"
+                )
+        if "at" in options and not isinstance(options["at"], datetime):
+            raise ConfigurationError(f"at must be a datetime, got {options['at']!r}")
+        if "timeout" in options:
+            options["timeout"] = check_timeout(options["timeout"], "with_options")
+        merged = {**self.options, **options}
+        when = [k for k in ("delay", "at") if k in merged] + (
+            ["hold"] if merged.get("hold") else []
+        )
+        if len(when) > 1:
+            raise ConfigurationError(f"give at most one of delay, at and hold (got {when})")
+        return EnqueueSpec(self.worker, merged)
 
     def enqueue(self, *args: Any, **kwargs: Any) -> JobHandle:
         from toniq.app import get_app

@@ -15,7 +15,16 @@ import pytest
 from tests.conftest import backend_url
 from toniq.backends import Backend, from_url
 from toniq.errors import EnqueueError, StoreClosedError
-from toniq.job import CANNOT_RUN, NODE_LOST, JobError, JobState, NewJob, NodeInfo, Outcome
+from toniq.job import (
+    CANNOT_RUN,
+    HELD,
+    NODE_LOST,
+    JobError,
+    JobState,
+    NewJob,
+    NodeInfo,
+    Outcome,
+)
 from toniq.serialization import dumps
 
 W = "contract.W"
@@ -130,12 +139,12 @@ def test_ack_with_a_wrong_token_is_rejected(backend: Backend) -> None:
     assert record is not None and record.state is JobState.RUNNING
 
 
-def test_release_hands_jobs_back_at_once(backend: Backend) -> None:
+def test_hand_back_returns_jobs_at_once(backend: Backend) -> None:
     jobs = new(n=2)
     backend.enqueue(jobs)
     n = node(backend)
     claimed = backend.claim(n, {W: 2})
-    assert backend.release(n, [(c.id, c.token) for c in claimed]) == 2
+    assert backend.hand_back(n, [(c.id, c.token) for c in claimed]) == 2
     record = backend.get_job(jobs[0].id)
     assert record is not None and record.state is JobState.AVAILABLE and record.attempt == 0
     again = backend.claim(n, {W: 2})
@@ -176,7 +185,7 @@ def test_take_over_a_dead_nodes_jobs_exactly_once(backend: Backend) -> None:
     assert backend.claim(dead, {W: 3}) == []
     again = backend.claim(live, {W: 3})
     assert sorted(c.id for c in again) == sorted(c.id for c in claimed)
-    assert all(c.attempt == 2 for c in again)
+    assert all(c.attempt == 1 for c in again)  # the lost run does not count as a retry
 
 
 def test_concurrent_take_overs_take_each_job_once(backend: Backend) -> None:
@@ -260,3 +269,103 @@ def test_closed_backend_raises(backend: Backend) -> None:
         backend.claim("n", {W: 1})
     with pytest.raises(StoreClosedError):
         backend.counts()
+
+
+def _fail(
+    backend: Backend, n: str, worker: str = W, count: int = 1, retry_in: float | None = None
+) -> list[str]:
+    claimed = backend.claim(n, {worker: count})
+    error = JobError.reason("ValueError", "nope", attempt=1, node=n)
+    backend.ack(n, [Outcome(c.id, c.token, c.worker, error, retry_in) for c in claimed])
+    return [c.id for c in claimed]
+
+
+def test_an_error_with_retry_in_schedules_the_job_again(backend: Backend) -> None:
+    backend.enqueue(new())
+    n = node(backend)
+    (job_id,) = _fail(backend, n, retry_in=0.2)
+    record = backend.get_job(job_id)
+    assert record is not None and record.state is JobState.SCHEDULED
+    assert record.run_at is not None and record.run_at > time.time()
+    assert record.attempt == 1 and [e.message for e in record.errors] == ["nope"]
+    assert backend.claim(n, {W: 1}) == []
+    time.sleep(0.25)
+    (again,) = backend.claim(n, {W: 1})
+    assert again.id == job_id and again.attempt == 2
+
+
+def test_list_failed_newest_first_with_paging_and_worker_filter(backend: Backend) -> None:
+    n = node(backend)
+    ids = []
+    for worker in (W, V, W):
+        backend.enqueue(new(worker))
+        ids += _fail(backend, n, worker)
+        time.sleep(0.002)
+    failed = backend.jobs(JobState.FAILED)
+    assert [r.id for r in failed] == ids[::-1]
+    assert [r.id for r in backend.jobs(JobState.FAILED, W)] == [ids[2], ids[0]]
+    assert [r.id for r in backend.jobs(JobState.FAILED, limit=1, offset=1)] == [ids[1]]
+
+
+def test_retry_failed_gives_a_fresh_attempt_count_and_keeps_errors(backend: Backend) -> None:
+    n = node(backend)
+    backend.enqueue(new(W, 2) + new(V))
+    failed = _fail(backend, n, W, 2) + _fail(backend, n, V)
+    assert backend.retry_failed([failed[0]]) == 1
+    assert backend.retry_failed([failed[0]]) == 0  # not failed any more
+    record = backend.get_job(failed[0])
+    assert record is not None and record.state is JobState.AVAILABLE and record.attempt == 0
+    assert len(record.errors) == 1
+    assert backend.retry_failed(worker=V) == 1
+    assert backend.retry_failed() == 1
+    assert backend.jobs(JobState.FAILED) == []
+    assert {c.attempt for c in backend.claim(n, {W: 5, V: 5})} == {1}
+
+
+def test_delete_failed(backend: Backend) -> None:
+    n = node(backend)
+    backend.enqueue(new(W, 3) + new(V))
+    failed = _fail(backend, n, W, 3) + _fail(backend, n, V)
+    assert backend.delete_failed([failed[0], "unknown-id"]) == 1
+    assert backend.get_job(failed[0]) is None
+    assert backend.delete_failed(worker=W) == 2
+    assert backend.delete_failed() == 1
+    assert backend.counts() == {}
+
+
+def test_held_and_delayed_jobs_are_released_by_hand(backend: Backend) -> None:
+    held = new(run_at=HELD)
+    delayed = new(V, run_at=time.time() + 3600)
+    backend.enqueue(held + delayed)
+    n = node(backend)
+    assert backend.claim(n, {W: 1, V: 1}) == []
+    scheduled = backend.jobs(JobState.SCHEDULED)
+    assert [r.id for r in scheduled] == [delayed[0].id, held[0].id]  # soonest first
+    assert scheduled[1].held and not scheduled[0].held
+    assert backend.release_scheduled([held[0].id]) == 1
+    assert [c.id for c in backend.claim(n, {W: 1, V: 1})] == [held[0].id]
+    assert backend.release_scheduled(worker=V) == 1
+    assert [c.id for c in backend.claim(n, {W: 1, V: 1})] == [delayed[0].id]
+
+
+def test_prune_failed_by_count_and_age(backend: Backend) -> None:
+    n = node(backend)
+    backend.enqueue(new(n=5))
+    ids = []
+    for _ in range(5):
+        ids += _fail(backend, n)
+        time.sleep(0.002)
+    assert backend.prune_failed(max_count=3, max_age=3600) == 2
+    assert [r.id for r in backend.jobs(JobState.FAILED)] == ids[:1:-1]  # the newest 3
+    time.sleep(0.05)
+    assert backend.prune_failed(max_count=100, max_age=0.01) == 3
+    assert backend.jobs(JobState.FAILED) == []
+
+
+def test_options_travel_with_the_job(backend: Backend) -> None:
+    job = NewJob("with-options", W, dumps((), {}), time.time(), None, {"timeout": 2.5})
+    backend.enqueue([job])
+    (claimed,) = backend.claim(node(backend), {W: 1})
+    assert claimed.options == {"timeout": 2.5}
+    record = backend.get_job(job.id)
+    assert record is not None and record.options == {"timeout": 2.5}

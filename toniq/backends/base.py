@@ -19,6 +19,7 @@ from toniq.job import (
     AckReport,
     ClaimedJob,
     JobRecord,
+    JobState,
     NewJob,
     NodeInfo,
     Outcome,
@@ -43,11 +44,13 @@ class Backend(Protocol):
         if ``node_id`` is not a registered, live node."""
 
     def ack(self, node_id: str, outcomes: Sequence[Outcome]) -> AckReport:
-        """Finish runs: a success deletes the job (a done counter is kept), an error stores
-        it as FAILED with the error appended. An outcome whose ``(id, token)`` no longer holds
-        a RUNNING claim is rejected and changes nothing."""
+        """Finish runs: a success deletes the job (a done counter is kept); an error is
+        appended to the job, which becomes SCHEDULED ``retry_in`` seconds from the store's now
+        if the outcome has a ``retry_in``,
+        else FAILED. An outcome whose ``(id, token)`` no longer holds a RUNNING claim is
+        rejected and changes nothing."""
 
-    def release(self, node_id: str, jobs: Sequence[tuple[str, str]]) -> int:
+    def hand_back(self, node_id: str, jobs: Sequence[tuple[str, str]]) -> int:
         """Hand ``(id, token)`` claims back as AVAILABLE at once (graceful shutdown). The
         attempt they used is given back. Returns how many were still held."""
 
@@ -70,6 +73,27 @@ class Backend(Protocol):
     def fail_unrunnable(self, older_than: float) -> list[str]:
         """Move AVAILABLE jobs enqueued more than ``older_than`` seconds ago whose worker no
         registered node runs to FAILED with a ``toniq.CannotRun`` reason. Returns their ids."""
+
+    def jobs(
+        self, state: JobState, worker: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[JobRecord]:
+        """Stored jobs in ``state`` (optionally of one worker): FAILED newest first,
+        SCHEDULED soonest first, AVAILABLE and RUNNING oldest first."""
+
+    def retry_failed(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        """Make FAILED jobs AVAILABLE again with a fresh attempt count, keeping their errors:
+        those in ``ids``, or all (of ``worker``, if given). Returns how many."""
+
+    def delete_failed(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        """Delete FAILED jobs: those in ``ids``, or all (of ``worker``). Returns how many."""
+
+    def release_scheduled(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        """Make SCHEDULED jobs (delayed, held or waiting for a retry) AVAILABLE now: those
+        in ``ids``, or all (of ``worker``). Returns how many."""
+
+    def prune_failed(self, max_count: int, max_age: float) -> int:
+        """Delete FAILED jobs older than ``max_age`` seconds, then the oldest beyond
+        ``max_count``. Returns how many."""
 
     def nodes(self) -> list[NodeInfo]:
         """The registered nodes."""

@@ -67,12 +67,22 @@ class MemoryBackend:
             self._queues.available.setdefault(row.record.worker, []), (row.seq, row.record.id)
         )
 
+    def _push_scheduled(self, row: _Row, run_at: float) -> None:
+        row.record.state = JobState.SCHEDULED
+        row.record.run_at = run_at
+        heapq.heappush(self._queues.scheduled, (run_at, row.seq, row.record.id))
+
     def _promote_due(self, now: float) -> None:
         scheduled = self._queues.scheduled
         while scheduled and scheduled[0][0] <= now:
-            _, _, job_id = heapq.heappop(scheduled)
+            run_at, _, job_id = heapq.heappop(scheduled)
             row = self._rows.get(job_id)
-            if row is not None and row.record.state is JobState.SCHEDULED:
+            # Skip stale entries: the job was released, retried or rescheduled since.
+            if (
+                row is not None
+                and row.record.state is JobState.SCHEDULED
+                and row.record.run_at == run_at
+            ):
                 self._push_available(row)
 
     def enqueue(self, jobs: Sequence[NewJob]) -> None:
@@ -94,12 +104,13 @@ class MemoryBackend:
                     attempt=0,
                     enqueued_at=job.enqueued_at,
                     run_at=job.run_at,
+                    options=dict(job.options),
                 )
                 row = _Row(seq=seq, record=record)
                 self._rows[job.id] = row
                 if scheduled:
                     assert job.run_at is not None
-                    heapq.heappush(self._queues.scheduled, (job.run_at, seq, job.id))
+                    self._push_scheduled(row, job.run_at)
                 else:
                     self._push_available(row)
 
@@ -133,6 +144,7 @@ class MemoryBackend:
                             record.attempt,
                             token,
                             record.enqueued_at,
+                            dict(record.options),
                         )
                     )
                     n -= 1
@@ -159,6 +171,11 @@ class MemoryBackend:
                 if outcome.error is None:
                     del self._rows[outcome.id]
                     self._done[row.record.worker] = self._done.get(row.record.worker, 0) + 1
+                elif outcome.retry_in is not None:
+                    row.record.errors.append(outcome.error)
+                    row.record.node = None
+                    row.token = None
+                    self._push_scheduled(row, now + outcome.retry_in)
                 else:
                     self._fail(row, outcome.error, now)
             return AckReport(accepted, tuple(rejected))
@@ -170,7 +187,7 @@ class MemoryBackend:
         row.record.node = None
         row.token = None
 
-    def release(self, node_id: str, jobs: Sequence[tuple[str, str]]) -> int:
+    def hand_back(self, node_id: str, jobs: Sequence[tuple[str, str]]) -> int:
         with self._lock:
             self._check()
             released = 0
@@ -231,6 +248,7 @@ class MemoryBackend:
                     failed.append(record.id)
                 else:
                     record.errors.append(error)
+                    record.attempt -= 1  # the lost run does not count towards retries
                     record.node = None
                     row.token = None
                     self._push_available(row)
@@ -254,6 +272,78 @@ class MemoryBackend:
                     failed.append(record.id)
             return failed
 
+    def _select(self, state: JobState, ids: Sequence[str] | None, worker: str | None) -> list[_Row]:
+        rows = (
+            self._rows.values() if ids is None else [self._rows[i] for i in ids if i in self._rows]
+        )
+        return [
+            row
+            for row in rows
+            if row.record.state is state and (worker is None or row.record.worker == worker)
+        ]
+
+    def jobs(
+        self, state: JobState, worker: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[JobRecord]:
+        with self._lock:
+            self._check()
+            rows = self._select(state, None, worker)
+            if state is JobState.FAILED:
+                rows.sort(key=lambda r: (-(r.record.finished_at or 0), -r.seq))
+            elif state is JobState.SCHEDULED:
+                rows.sort(key=lambda r: (r.record.run_at or 0, r.seq))
+            else:
+                rows.sort(key=lambda r: r.seq)
+            return [self._copy(row) for row in rows[offset : offset + limit]]
+
+    def retry_failed(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        with self._lock:
+            self._check()
+            rows = self._select(JobState.FAILED, ids, worker)
+            for row in rows:
+                row.record.attempt = 0
+                row.node_deaths = 0
+                row.record.finished_at = None
+                row.record.run_at = None
+                self._push_available(row)
+            return len(rows)
+
+    def delete_failed(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        with self._lock:
+            self._check()
+            rows = self._select(JobState.FAILED, ids, worker)
+            for row in rows:
+                del self._rows[row.record.id]
+            return len(rows)
+
+    def release_scheduled(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        with self._lock:
+            self._check()
+            rows = self._select(JobState.SCHEDULED, ids, worker)
+            for row in rows:
+                row.record.run_at = time.time()
+                self._push_available(row)
+            return len(rows)
+
+    def prune_failed(self, max_count: int, max_age: float) -> int:
+        with self._lock:
+            self._check()
+            rows = self._select(JobState.FAILED, None, None)
+            rows.sort(key=lambda r: (-(r.record.finished_at or 0), -r.seq))  # newest first
+            cutoff = time.time() - max_age
+            doomed = [
+                row
+                for i, row in enumerate(rows)
+                if i >= max_count or (row.record.finished_at or 0) < cutoff
+            ]
+            for row in doomed:
+                del self._rows[row.record.id]
+            return len(doomed)
+
+    @staticmethod
+    def _copy(row: _Row) -> JobRecord:
+        return replace(row.record, errors=list(row.record.errors), options=dict(row.record.options))
+
     def nodes(self) -> list[NodeInfo]:
         with self._lock:
             self._check()
@@ -263,9 +353,7 @@ class MemoryBackend:
         with self._lock:
             self._check()
             row = self._rows.get(job_id)
-            if row is None:
-                return None
-            return replace(row.record, errors=list(row.record.errors))
+            return None if row is None else self._copy(row)
 
     def counts(self) -> dict[str, dict[str, int]]:
         with self._lock:

@@ -50,10 +50,12 @@ CREATE TABLE IF NOT EXISTS toniq_jobs (
     finished_at REAL,
     node TEXT,
     token TEXT,
-    errors TEXT NOT NULL DEFAULT '[]'
+    errors TEXT NOT NULL DEFAULT '[]',
+    options TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS toniq_jobs_queue ON toniq_jobs (worker, state, seq);
 CREATE INDEX IF NOT EXISTS toniq_jobs_state ON toniq_jobs (state, run_at);
+CREATE INDEX IF NOT EXISTS toniq_jobs_finished ON toniq_jobs (state, finished_at);
 CREATE INDEX IF NOT EXISTS toniq_jobs_node ON toniq_jobs (node) WHERE node IS NOT NULL;
 CREATE TABLE IF NOT EXISTS toniq_nodes (
     id TEXT PRIMARY KEY,
@@ -73,7 +75,7 @@ CREATE TABLE IF NOT EXISTS toniq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL
 """
 _JOB_COLUMNS = (
     "id, worker, state, payload, attempt, enqueued_at, run_at, started_at, finished_at, "
-    "node, errors"
+    "node, errors, options"
 )
 # How often to look for RUNNING jobs whose node row is gone without having timed out
 # (a node that unregistered without handing its jobs back). Rare, so rarely checked.
@@ -191,13 +193,14 @@ class SQLiteBackend:
                 job.payload,
                 job.enqueued_at,
                 job.run_at,
+                json.dumps(job.options) if job.options else "{}",
             )
             for job in jobs
         ]
         with self._write(EnqueueError) as conn:
             conn.executemany(
-                "INSERT INTO toniq_jobs (id, worker, state, payload, enqueued_at, run_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO toniq_jobs (id, worker, state, payload, enqueued_at, run_at, "
+                "options) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
@@ -219,16 +222,17 @@ class SQLiteBackend:
             for worker, n in wants.items():
                 if n <= 0:
                     continue
-                for seq, job_id, payload, attempt, enqueued_at in conn.execute(
+                for seq, job_id, payload, attempt, enqueued_at, options in conn.execute(
                     "UPDATE toniq_jobs SET state = 'running', attempt = attempt + 1, node = ?, "
                     "token = ?, started_at = ? WHERE seq IN (SELECT seq FROM toniq_jobs "
                     "WHERE worker = ? AND state = 'available' ORDER BY seq LIMIT ?) "
-                    "RETURNING seq, id, payload, attempt, enqueued_at",
+                    "RETURNING seq, id, payload, attempt, enqueued_at, options",
                     (node_id, token, now, worker, n),
                 ):
-                    claimed.append(
-                        (seq, ClaimedJob(job_id, worker, payload, attempt, token, enqueued_at))
+                    job = ClaimedJob(
+                        job_id, worker, payload, attempt, token, enqueued_at, _options(options)
                     )
+                    claimed.append((seq, job))
         claimed.sort(key=lambda pair: pair[0])
         return [job for _, job in claimed]
 
@@ -257,18 +261,26 @@ class SQLiteBackend:
             )
             for outcome in failed:
                 assert outcome.error is not None
+                retry = outcome.retry_in is not None
                 row = conn.execute(
-                    "UPDATE toniq_jobs SET state = 'failed', finished_at = ?, node = NULL, "
+                    "UPDATE toniq_jobs SET state = ?, finished_at = ?, run_at = ?, node = NULL, "
                     "token = NULL, errors = json_insert(errors, '$[#]', json(?)) "
                     "WHERE id = ? AND token = ? AND state = 'running' RETURNING id",
-                    (now, json.dumps(outcome.error.to_dict()), outcome.id, outcome.token),
+                    (
+                        JobState.SCHEDULED if retry else JobState.FAILED,
+                        None if retry else now,
+                        None if outcome.retry_in is None else now + outcome.retry_in,
+                        json.dumps(outcome.error.to_dict()),
+                        outcome.id,
+                        outcome.token,
+                    ),
                 ).fetchone()
                 if row is not None:
                     accepted.add(outcome.id)
         rejected = tuple(o.id for o in outcomes if o.id not in accepted)
         return AckReport(len(accepted), rejected)
 
-    def release(self, node_id: str, jobs: Sequence[tuple[str, str]]) -> int:
+    def hand_back(self, node_id: str, jobs: Sequence[tuple[str, str]]) -> int:
         released = 0
         with self._write() as conn:
             for job_id, token in jobs:
@@ -335,12 +347,15 @@ class SQLiteBackend:
                     node=node,
                 )
                 to_failed = deaths >= max_node_deaths
+                # A requeued job gets its attempt back: the lost run does not count as a retry.
                 conn.execute(
                     "UPDATE toniq_jobs SET state = ?, node_deaths = ?, node = NULL, token = NULL, "
-                    "finished_at = ?, errors = json_insert(errors, '$[#]', json(?)) WHERE id = ?",
+                    "attempt = attempt - ?, finished_at = ?, "
+                    "errors = json_insert(errors, '$[#]', json(?)) WHERE id = ?",
                     (
                         JobState.FAILED if to_failed else JobState.AVAILABLE,
                         deaths,
+                        0 if to_failed else 1,
                         now if to_failed else None,
                         json.dumps(error.to_dict()),
                         job_id,
@@ -379,6 +394,77 @@ class SQLiteBackend:
                 )
         return failed
 
+    def jobs(
+        self, state: JobState, worker: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[JobRecord]:
+        order = {
+            JobState.FAILED: "finished_at DESC, seq DESC",
+            JobState.SCHEDULED: "run_at, seq",
+        }.get(JobState(state), "seq")
+        where, params = _filter(JobState(state), None, worker)
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM toniq_jobs WHERE {where} ORDER BY {order} "
+            "LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [_record(row) for row in rows]
+
+    def _update_many(
+        self,
+        sql: str,
+        state: JobState,
+        ids: Sequence[str] | None,
+        worker: str | None,
+        extra: Sequence[Any] = (),
+    ) -> int:
+        total = 0
+        chunks = (
+            [None]
+            if ids is None
+            else [list(ids[i : i + _CHUNK]) for i in range(0, len(ids), _CHUNK)]
+        )
+        with self._write() as conn:
+            for chunk in chunks:
+                if chunk == []:
+                    continue
+                where, params = _filter(state, chunk, worker)
+                total += conn.execute(f"{sql} WHERE {where}", [*extra, *params]).rowcount
+        return total
+
+    def retry_failed(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        return self._update_many(
+            "UPDATE toniq_jobs SET state = 'available', attempt = 0, node_deaths = 0, "
+            "finished_at = NULL, run_at = NULL",
+            JobState.FAILED,
+            ids,
+            worker,
+        )
+
+    def delete_failed(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        return self._update_many("DELETE FROM toniq_jobs", JobState.FAILED, ids, worker)
+
+    def release_scheduled(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        return self._update_many(
+            "UPDATE toniq_jobs SET state = 'available', run_at = ?",
+            JobState.SCHEDULED,
+            ids,
+            worker,
+            (time.time(),),
+        )
+
+    def prune_failed(self, max_count: int, max_age: float) -> int:
+        with self._write() as conn:
+            old = conn.execute(
+                "DELETE FROM toniq_jobs WHERE state = 'failed' AND finished_at < ?",
+                (time.time() - max_age,),
+            ).rowcount
+            extra = conn.execute(
+                "DELETE FROM toniq_jobs WHERE seq IN (SELECT seq FROM toniq_jobs "
+                "WHERE state = 'failed' ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?)",
+                (max_count,),
+            ).rowcount
+        return old + extra
+
     def nodes(self) -> list[NodeInfo]:
         return [
             NodeInfo(id, host, pid, started_at, heartbeat_at, tuple(json.loads(workers)))
@@ -415,6 +501,24 @@ class SQLiteBackend:
                 pass
 
 
+def _options(text: str | None) -> dict[str, Any]:
+    return json.loads(text) if text and text != "{}" else {}
+
+
+def _filter(
+    state: JobState, ids: Sequence[str] | None, worker: str | None
+) -> tuple[str, list[Any]]:
+    where = ["state = ?"]
+    params: list[Any] = [state.value]
+    if ids is not None:
+        where.append(f"id IN ({', '.join('?' for _ in ids)})")
+        params.extend(ids)
+    if worker is not None:
+        where.append("worker = ?")
+        params.append(worker)
+    return " AND ".join(where), params
+
+
 def _record(row: Sequence[Any]) -> JobRecord:
     (
         job_id,
@@ -428,6 +532,7 @@ def _record(row: Sequence[Any]) -> JobRecord:
         finished_at,
         node,
         errors,
+        options,
     ) = row
     return JobRecord(
         id=job_id,
@@ -441,4 +546,5 @@ def _record(row: Sequence[Any]) -> JobRecord:
         finished_at=finished_at,
         node=node,
         errors=[JobError.from_dict(e) for e in json.loads(errors)],
+        options=_options(options),
     )

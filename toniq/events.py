@@ -1,0 +1,98 @@
+"""Job events: what happened to a job, for hooks, tests and tools (like Toniq's JobEvent).
+
+Subscribe a callback to an app (``toniq.subscribe(callback)``), or define
+``on_success`` / ``on_retry`` / ``on_failure`` on a worker. Callbacks run on the node
+that ran the job, after the outcome is stored; a callback that raises is logged and
+changes nothing else.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from toniq.job import JobError
+
+logger = logging.getLogger("toniq")
+
+
+class EventKind(enum.StrEnum):
+    DONE = "done"
+    RETRYING = "retrying"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One run's end. ``error`` is set for RETRYING and FAILED; ``retry_at`` (Unix time) for
+    RETRYING. ``persisted`` is ``False`` for ``persist=False`` jobs."""
+
+    kind: EventKind
+    job_id: str
+    worker: str
+    attempt: int
+    node: str | None
+    duration: float
+    error: JobError | None = None
+    retry_at: float | None = None
+    persisted: bool = True
+
+
+Callback = Callable[[JobEvent], object]
+
+
+class EventBus:
+    """Callbacks that receive every :class:`JobEvent` of an app's nodes in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[Callback] = []
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        """Call ``callback(event)`` for each event; returns a function that unsubscribes."""
+        with self._lock:
+            self._callbacks = [*self._callbacks, callback]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._callbacks = [c for c in self._callbacks if c is not callback]
+
+        return unsubscribe
+
+    @contextmanager
+    def listen(self) -> Iterator[queue.Queue[JobEvent]]:
+        """A queue that receives events while the ``with`` block runs::
+
+        with app.events.listen() as events:
+            ...
+            event = events.get(timeout=5)
+        """
+        q: queue.Queue[JobEvent] = queue.Queue()
+        unsubscribe = self.subscribe(q.put)
+        try:
+            yield q
+        finally:
+            unsubscribe()
+
+    def emit(self, event: JobEvent) -> None:
+        for callback in self._callbacks:  # a snapshot: subscribe() replaces the list
+            call_hook(callback, event)
+
+
+def call_hook(callback: Callable[[JobEvent], object], event: JobEvent) -> None:
+    """Run one hook; a failing hook is logged and never reaches the node."""
+    try:
+        callback(event)
+    except Exception:
+        logger.exception(
+            "hook %r failed on %s event of job %s (%s)",
+            callback,
+            event.kind.value,
+            event.job_id,
+            event.worker,
+        )
