@@ -16,7 +16,8 @@ def test_demo_runs_and_tells_the_story() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "ResizeImage 3 (limit 3)" in out
-    assert "failed             2 (kept in the store" in out
-    assert "PaymentDeclined" in out
+    assert "failed             1 (retries used up" in out
+    assert "PaymentDeclined" in out and "3 runs" in out
+    assert "retried runs       3" in out  # 2 for the declined card, 1 for a feed
     assert "0 rows in the store" in out
     assert "no-op jobs" in out

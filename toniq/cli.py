@@ -122,6 +122,18 @@ def worker(
         node.run(burst=burst)
     except ToniqError as exc:
         raise click.ClickException(str(exc)) from exc
+    if node.busy_threads:
+        # A `def` job still running after the grace period was handed back already; Python
+        # cannot stop its thread, and waiting would keep a duplicate run alive. Exit now,
+        # as if killed: the job runs again elsewhere.
+        logging.getLogger("toniq").warning(
+            "exiting without waiting for %d job thread(s); their jobs were handed back",
+            node.busy_threads,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _default_app() -> Any:

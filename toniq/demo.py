@@ -53,13 +53,25 @@ class ResizeImage(toniq.Worker, max_concurrency=3, name="demo.ResizeImage"):
             meter.leave("ResizeImage")
 
 
-class FetchFeed(toniq.Worker, name="demo.FetchFeed"):
-    """I/O-bound work on the event loop; no limit."""
+class FeedTimeout(Exception):
+    pass
+
+
+_timed_out: set[str] = set()
+
+
+class FetchFeed(toniq.Worker, name="demo.FetchFeed", backoff=lambda attempt: 0.3):
+    """I/O-bound work on the event loop; no limit. One feed in 70 times out once and
+    succeeds when retried."""
 
     async def perform(self, url: str) -> None:
         meter.enter("FetchFeed")
         try:
             await asyncio.sleep(random.uniform(0.2, 0.6))
+            number = int(url.rsplit("/", 1)[-1].split(".")[0])
+            if number % 70 == 17 and url not in _timed_out:
+                _timed_out.add(url)
+                raise FeedTimeout(f"{url} did not answer in time")
         finally:
             meter.leave("FetchFeed")
 
@@ -83,8 +95,8 @@ class PaymentDeclined(Exception):
     pass
 
 
-class ChargeCard(toniq.Worker, name="demo.ChargeCard"):
-    """Fails for some cards: the failure is kept in the store, with its traceback."""
+class ChargeCard(toniq.Worker, name="demo.ChargeCard", retries=2, backoff=lambda n: 0.2 * n):
+    """Fails for some cards: retried twice, then kept in the store as failed."""
 
     def perform(self, card: str, cents: int) -> None:
         meter.enter("ChargeCard")
@@ -99,11 +111,15 @@ class _OneLine(logging.Handler):
     """Print toniq's error lines without tracebacks, above the progress line."""
 
     def __init__(self, out: _Screen) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.WARNING)
         self.out = out
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.out.line(f"  logged at {record.levelname}: {record.getMessage()}")
+        # Job ids are long: shorten them to keep one line per event.
+        message = record.getMessage()
+        if isinstance(record.args, tuple) and record.args:
+            message = message.replace(str(record.args[0]), "…", 1)
+        self.out.line(f"  {record.levelname:<7} {message}")
 
 
 class _Screen:
@@ -138,7 +154,7 @@ def run_demo(jobs: int = 300, url: str | None = None) -> int:
     handler = _OneLine(screen)
     log.addHandler(handler)
     log.propagate = False
-    log.setLevel(logging.ERROR)
+    log.setLevel(logging.WARNING)
     try:
         return _run(screen, jobs, url)
     finally:
@@ -166,7 +182,7 @@ def _run(screen: _Screen, jobs: int, url: str) -> int:
         toniq.enqueue(ResizeImage, image_id=i, size=(640, 480))
     declined = 0
     for i in range(plan["ChargeCard"]):
-        card = f"4242 4242 4242 {'0000' if i % 10 == 3 else f'{i:04d}'}"
+        card = f"4242 4242 4242 {'0000' if i % 15 == 3 else f'{1000 + i:04d}'}"
         declined += card.endswith("0000")
         toniq.enqueue(ChargeCard, card, cents=1999 + i)
     enqueue_time = time.monotonic() - started
@@ -178,13 +194,20 @@ def _run(screen: _Screen, jobs: int, url: str) -> int:
 
     run_started = time.monotonic()
     hits = 0
+    finished: list[toniq.JobEvent] = []  # final outcomes (done or failed), from the event stream
+
+    def on_event(event: toniq.JobEvent) -> None:
+        if event.kind != "retrying" and event.persisted:
+            finished.append(event)
+
+    app.subscribe(on_event)
     with toniq.Node(app) as node:
         while True:
             for _ in range(10 if hits < 50 else 0):
                 toniq.enqueue(RecordPageHit, path=f"/page/{hits}")  # runs now, stores nothing
                 hits += 1
+            done = len(finished)
             with meter.lock:
-                done = sum(meter.done.get(w, 0) for w in plan)
                 running = dict(meter.running)
             bar = "#" * int(30 * done / stored)
             screen.progress(
@@ -221,10 +244,14 @@ def _run(screen: _Screen, jobs: int, url: str) -> int:
         f"  peak concurrency   ResizeImage {meter.peak.get('ResizeImage', 0)} (limit 3), "
         f"FetchFeed {meter.peak.get('FetchFeed', 0)} (no limit)"
     )
-    print(f"  failed             {stats.failed} (kept in the store with their errors)")
+    print(f"  retried runs       {stats.retried} (each one WARNING line; the job ran again later)")
+    print(
+        f"  failed             {stats.failed} (retries used up; kept in the store with every error)"
+    )
     for record in failed:
         if record is not None and record.last_error is not None:
-            print(f"    {record.id[:8]}  {record.worker}: {record.last_error}")
+            runs = len(record.errors)
+            print(f"    {record.id[:8]}  {record.worker}, {runs} runs: {record.last_error}")
     print(
         "  persist=False      "
         f"{meter.done.get('RecordPageHit', 0)} page hits recorded, "

@@ -98,10 +98,13 @@ class Node:
         self._workers: dict[str, type[Worker]] = {}
         self._running: collections.Counter[str] = collections.Counter()
         self._running_sync = 0
+        self._threads_lock = threading.Lock()
+        self._threads_busy = 0
         # Keyed by task, not job id: after a takeover the same job may run twice here.
         self._tasks: dict[asyncio.Task[None], ClaimedJob | None] = {}
         self._outcomes: list[tuple[Outcome, JobEvent, type[Worker] | None]] = []
         self._acking = False
+        self._closing = False
         self._local: collections.deque[_LocalJob] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -148,7 +151,7 @@ class Node:
             self._wake_now()
             return
         logger.info(
-            "%s: stopping; running jobs may finish within %.0fs (send it again to stop now)",
+            "%s: stopping; running jobs may finish within %gs (send it again to stop now)",
             sig.name,
             self.settings.grace_period,
         )
@@ -464,8 +467,24 @@ class Node:
         target: Callable[[], Any] = functools.partial(instance.perform, *args, **kwargs)
         if timeout is not None:
             target = functools.partial(run_in_child, target, timeout)
-        call = functools.partial(contextvars.copy_context().run, target)
+        call = functools.partial(self._in_thread, contextvars.copy_context().run, target)
         await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    def _in_thread(self, run: Callable[[Callable[[], Any]], Any], target: Callable[[], Any]) -> Any:
+        with self._threads_lock:
+            self._threads_busy += 1
+        try:
+            return run(target)
+        finally:
+            with self._threads_lock:
+                self._threads_busy -= 1
+
+    @property
+    def busy_threads(self) -> int:
+        """Threads still running a ``def`` job; after :meth:`stop` these are jobs that were
+        handed back but that Python cannot interrupt."""
+        with self._threads_lock:
+            return self._threads_busy
 
     async def _run_claimed(self, job: ClaimedJob, cls: type[Worker] | None) -> None:
         started = time.monotonic()
@@ -586,6 +605,8 @@ class Node:
             await self._ack_wake.wait()
             self._ack_wake.clear()
             await self._flush_acks()
+            if self._closing and not self._outcomes:
+                return
 
     async def _flush_acks(self) -> None:
         backend = self.backend
@@ -596,8 +617,16 @@ class Node:
             try:
                 report = await self._call(backend.ack, self.id, [o for o, _, _ in batch])
             except Exception as exc:
-                self._outcomes[:0] = batch  # keep them, in order, for the next try
                 failures += 1
+                if self._closing and failures > 5:
+                    logger.error(
+                        "could not store the outcome of %d job(s) while stopping (%s); they "
+                        "will be taken over and run again",
+                        len(batch),
+                        exc,
+                    )
+                    continue
+                self._outcomes[:0] = batch  # keep them, in order, for the next try
                 delay = min(0.05 * 2**failures, 5.0)
                 logger.warning(
                     "acknowledging %d job(s) failed (%s); retrying in %.2fs", len(batch), exc, delay
@@ -625,7 +654,7 @@ class Node:
         tasks = list(self._tasks)
         if tasks and not self._force:
             logger.info(
-                "waiting up to %.0fs for %d running job(s)", self.settings.grace_period, len(tasks)
+                "waiting up to %gs for %d running job(s)", self.settings.grace_period, len(tasks)
             )
             deadline = time.monotonic() + self.settings.grace_period
             while not self._force and any(not t.done() for t in tasks):
@@ -638,8 +667,11 @@ class Node:
             task.cancel()
         if unfinished:
             await asyncio.wait([t for t, _ in unfinished], timeout=1.0)
-        await self._flush_acks()
-        ack_task.cancel()
+        # The ack loop may be half-way through a batch: let it finish rather than cancel it
+        # (a cancelled executor call that had not started would never run).
+        self._closing = True
+        self._ack_wake.set()
+        await ack_task
         held = [(c.id, c.token) for _, c in unfinished if c is not None]
         backend = self.backend
         if held and backend is not None:
@@ -692,7 +724,7 @@ class Node:
                     if report.dead_nodes or report.requeued or report.failed:
                         logger.warning(
                             "took over from dead node(s) %s: %d job(s) back to available, "
-                            "%d to failed (they lost %d nodes)",
+                            "%d to failed (their node died under them %d times)",
                             ", ".join(report.dead_nodes) or "-",
                             len(report.requeued),
                             len(report.failed),
