@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from toniq.backends import Backend, from_url
 from toniq.errors import ConfigurationError, EnqueueError, StoreError
@@ -24,7 +24,7 @@ from toniq.events import EventBus, JobEvent
 from toniq.job import HELD, JobRecord, JobState, NewJob, NodeInfo
 from toniq.serialization import dumps
 from toniq.settings import DEFAULT_URL, Settings, redact
-from toniq.worker import check_arguments, resolve
+from toniq.worker import Worker, check_arguments, resolve
 
 if TYPE_CHECKING:
     from toniq.node import Node
@@ -54,6 +54,32 @@ class JobHandle:
         return f"<JobHandle {self.worker} {self.id}{'' if self.persisted else ' persist=False'}>"
 
 
+class Interceptor(Protocol):
+    """Takes enqueued jobs instead of the store: how :mod:`toniq.testing` runs jobs inline
+    or collects them. ``job`` is ``None`` for ``persist=False`` jobs; arguments were
+    already checked and pickled, so tests catch what production would refuse."""
+
+    def enqueue(
+        self,
+        app: Toniq,
+        worker: type[Worker],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+        job: NewJob | None,
+    ) -> JobHandle: ...
+
+    async def enqueue_async(
+        self,
+        app: Toniq,
+        worker: type[Worker],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+        job: NewJob | None,
+    ) -> JobHandle: ...
+
+
 class Toniq:
     """Settings plus the backend they name. Example::
 
@@ -72,6 +98,8 @@ class Toniq:
         self._closed = False
         #: Every job event of this app's nodes in this process: ``app.events.subscribe(f)``.
         self.events = EventBus()
+        #: When set (by :mod:`toniq.testing`), enqueue hands jobs to it instead of the store.
+        self.interceptor: Interceptor | None = None
 
     @property
     def url(self) -> str:
@@ -102,7 +130,7 @@ class Toniq:
 
     def _prepare(
         self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, NewJob | None]:
+    ) -> tuple[Any, dict[str, Any], NewJob | None]:
         cls, options = resolve(target)
         check_arguments(cls, args, kwargs)
         job_id = uuid.uuid4().hex
@@ -120,10 +148,10 @@ class Toniq:
                     f"{cls.worker_name}: a persist=False job runs at once; delay, at and hold "
                     "need a stored job"
                 )
-            return cls, None
+            return cls, options, None
         payload = dumps(args, kwargs, worker=cls.worker_name)
         job_options = {"timeout": options["timeout"]} if options.get("timeout") else {}
-        return cls, NewJob(job_id, cls.worker_name, payload, now, run_at, job_options)
+        return cls, options, NewJob(job_id, cls.worker_name, payload, now, run_at, job_options)
 
     def enqueue(self, target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
         """Enqueue a job of ``target`` (a worker class, a ``@toniq.worker`` function, or
@@ -133,7 +161,9 @@ class Toniq:
         ``perform``), :class:`SerializationError` or :class:`EnqueueError`; in each case
         nothing was stored.
         """
-        cls, job = self._prepare(target, args, kwargs)
+        cls, options, job = self._prepare(target, args, kwargs)
+        if self.interceptor is not None:
+            return self.interceptor.enqueue(self, cls, args, kwargs, options, job)
         if job is None:
             return self._run_local(cls, args, kwargs)
         self._store(job)
@@ -141,7 +171,9 @@ class Toniq:
 
     async def enqueue_async(self, target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
         """The async twin of :meth:`enqueue`: the store is written off the event loop."""
-        cls, job = self._prepare(target, args, kwargs)
+        cls, options, job = self._prepare(target, args, kwargs)
+        if self.interceptor is not None:
+            return await self.interceptor.enqueue_async(self, cls, args, kwargs, options, job)
         if job is None:
             return self._run_local(cls, args, kwargs)
         await asyncio.to_thread(self._store, job)
