@@ -133,8 +133,8 @@ class SlowSync(toniq.Worker, name="tests.SlowSync", timeout=0.5, retries=0):
     """Runs in a child process (it has a timeout); leaves a file behind if it finishes."""
 
     def perform(self, seconds: float, marker: str) -> None:
-        time.sleep(seconds)
         if seconds < 0:
             raise KeyError("negative")
+        time.sleep(seconds)
         with open(marker, "w") as f:
             f.write("finished")

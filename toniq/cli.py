@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 import os
+import shutil
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import click
 
 from toniq.__version__ import __version__
 from toniq.errors import ToniqError
+from toniq.job import JobRecord
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -140,6 +144,188 @@ def _default_app() -> Any:
     from toniq.app import get_app
 
     return get_app()
+
+
+def _app(url: str | None) -> Any:
+    from toniq.app import Toniq, get_app
+
+    return Toniq(url) if url else get_app()
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _record_dict(record: JobRecord, with_arguments: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": record.id,
+        "worker": record.worker,
+        "state": record.state.value,
+        "attempt": record.attempt,
+        "enqueued_at": record.enqueued_at,
+        "run_at": "held" if record.held else record.run_at,
+        "finished_at": record.finished_at,
+        "errors": [error.to_dict() for error in record.errors],
+    }
+    if with_arguments:
+        data["arguments"] = _arguments(record)
+    return data
+
+
+def _arguments(record: JobRecord) -> str:
+    try:
+        args, kwargs = record.arguments()
+    except Exception as exc:  # an argument's class may not be importable here
+        return f"(cannot decode the arguments here: {type(exc).__name__}: {exc})"
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return ", ".join(parts)
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _failed_count(app: Any, worker: str | None) -> int:
+    counts: dict[str, dict[str, int]] = app.counts()
+    return sum(
+        per.get("failed", 0) for name, per in counts.items() if worker is None or name == worker
+    )
+
+
+@main.group(invoke_without_command=True)
+@click.option("--url", help="Where jobs are stored (default: TONIQ_URL, else ./toniq.sqlite3).")
+@click.option("-w", "--worker", help="Only jobs of this worker (by name).")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def failed(
+    ctx: click.Context, url: str | None, worker: str | None, limit: int, offset: int, as_json: bool
+) -> None:
+    """List failed jobs, newest first; show, retry or delete them.
+
+    \b
+    toniq failed                      list: when, id, attempts, worker, last error
+    toniq failed show ID              arguments and every attempt's error and traceback
+    toniq failed retry ID... | --all  run again with a fresh attempt count
+    toniq failed delete ID... | --all delete (bulk actions ask first, unless --yes)
+    """
+    ctx.obj = {"url": url}
+    if ctx.invoked_subcommand is not None:
+        return
+    app = _app(url)
+    records = app.failed_jobs(worker, limit, offset)
+    if as_json:
+        click.echo(json.dumps([_record_dict(r) for r in records], indent=2))
+        return
+    if not records:
+        click.echo("no failed jobs" + (f" of {worker}" if worker else ""))
+        return
+    width = shutil.get_terminal_size((120, 20)).columns
+    click.echo(f"{'FAILED AT':<19}  {'ID':<32}  {'ATTEMPTS':>8}  {'WORKER':<24}  LAST ERROR")
+    for r in records:
+        error = str(r.last_error) if r.last_error else "-"
+        line = f"{_when(r.finished_at):<19}  {r.id:<32}  {r.attempt:>8}  {r.worker:<24}  "
+        click.echo(line + _one_line(error, max(30, width - len(line))))
+    total = _failed_count(app, worker)
+    if total > offset + len(records):
+        shown = offset + len(records)
+        click.echo(f"({shown} of {total} shown; --offset {shown} for more)")
+
+
+@failed.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def failed_show(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
+    """Print a job's arguments and every attempt's error with its traceback."""
+    record = _app(obj["url"]).get_job(job_id)
+    if record is None:
+        raise click.ClickException(f"no job {job_id} in the store (done jobs are deleted)")
+    if as_json:
+        click.echo(json.dumps(_record_dict(record, with_arguments=True), indent=2))
+        return
+    click.echo(f"job {record.id}")
+    click.echo(f"  worker     {record.worker}")
+    click.echo(f"  state      {record.state.value}")
+    click.echo(f"  attempts   {record.attempt}")
+    click.echo(f"  enqueued   {_when(record.enqueued_at)}")
+    click.echo(f"  finished   {_when(record.finished_at)}")
+    click.echo(f"  arguments  {_arguments(record)}")
+    for i, error in enumerate(record.errors, start=1):
+        click.echo(
+            f"\nerror {i} of {len(record.errors)}: attempt {error.attempt} "
+            f"on {error.node or '-'} at {_when(error.at)}"
+        )
+        click.echo(f"  {error.type}: {error.message}")
+        if error.traceback:
+            click.echo("  " + error.traceback.rstrip().replace("\n", "\n  "))
+
+
+def _bulk(
+    obj: dict[str, Any],
+    job_ids: tuple[str, ...],
+    all_: bool,
+    worker: str | None,
+    yes: bool,
+    retry: bool,
+) -> None:
+    verb, done_verb = ("retry", "retried") if retry else ("delete", "deleted")
+    if job_ids and (all_ or worker):
+        raise click.UsageError("give job ids, or --all (with an optional --worker), not both")
+    if not job_ids and not all_:
+        raise click.UsageError(f"give the id of a job to {verb}, or --all")
+    app = _app(obj["url"])
+    if job_ids:
+        action = app.retry if retry else app.delete
+        missing = [job_id for job_id in job_ids if not action(job_id)]
+        click.echo(f"{done_verb} {len(job_ids) - len(missing)} job(s)")
+        if missing:
+            raise click.ClickException(f"not failed, or not found: {', '.join(missing)}")
+        return
+    count = _failed_count(app, worker)
+    scope = f"failed jobs of {worker}" if worker else "failed jobs"
+    if count == 0:
+        click.echo(f"no {scope}")
+        return
+    if not yes:
+        click.confirm(f"{verb.capitalize()} {count} {scope}?", abort=True)
+    n = app.retry_all(worker) if retry else app.delete_all(worker)
+    click.echo(f"{done_verb} {n} job(s)")
+
+
+_ALL = click.option("--all", "all_", is_flag=True, help="Every failed job (of --worker).")
+_WORKER = click.option("-w", "--worker", help="With --all: only jobs of this worker.")
+_YES = click.option("-y", "--yes", is_flag=True, help="Do not ask before a bulk action.")
+
+
+@failed.command("retry")
+@click.argument("job_ids", nargs=-1)
+@_ALL
+@_WORKER
+@_YES
+@click.pass_obj
+def failed_retry(
+    obj: dict[str, Any], job_ids: tuple[str, ...], all_: bool, worker: str | None, yes: bool
+) -> None:
+    """Run failed jobs again, with a fresh attempt count (their errors are kept)."""
+    _bulk(obj, job_ids, all_, worker, yes, retry=True)
+
+
+@failed.command("delete")
+@click.argument("job_ids", nargs=-1)
+@_ALL
+@_WORKER
+@_YES
+@click.pass_obj
+def failed_delete(
+    obj: dict[str, Any], job_ids: tuple[str, ...], all_: bool, worker: str | None, yes: bool
+) -> None:
+    """Delete failed jobs."""
+    _bulk(obj, job_ids, all_, worker, yes, retry=False)
 
 
 @main.command()
