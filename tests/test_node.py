@@ -174,3 +174,39 @@ def test_serve_in_your_own_event_loop(app: toniq.Toniq) -> None:
 def test_unknown_worker_filter_is_an_error(app: toniq.Toniq) -> None:
     with pytest.raises(toniq.UnknownWorkerError):
         toniq.Node(app, workers=["no.Such"]).start()
+
+
+class CpuHog(toniq.Worker, name="tests.CpuHog", retries=0):
+    """Pure-Python CPU work that never yields to the event loop."""
+
+    async def perform(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+
+
+class CpuHogSync(toniq.Worker, name="tests.CpuHogSync", retries=0):
+    def perform(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+
+
+def test_long_cpu_bound_jobs_are_not_taken_over_while_their_node_lives(
+    app: toniq.Toniq,
+) -> None:
+    # Each job runs for more than three takeover timeouts (0.6 s) while hogging the CPU
+    # (and, for the async one, the event loop); a second node watches for dead nodes.
+    hog = CpuHog.enqueue(2.0)
+    hog_sync = CpuHogSync.enqueue(2.0)
+    with (
+        toniq.Node(app, workers=[CpuHog, CpuHogSync]) as node,
+        toniq.Node(app, workers=[Echo]) as watcher,
+    ):
+        node.drain(timeout=30)
+        watcher.drain()
+    assert hog.info() is None and hog_sync.info() is None  # done, acknowledged once
+    assert node.stats.acks_rejected == 0 and node.stats.done == 2
+    assert app.counts()["tests.CpuHog"] == {"done": 1}

@@ -204,7 +204,19 @@ class SQLiteBackend:
                 rows,
             )
 
+    def _claimable(self, wants: Mapping[str, int]) -> bool:
+        """A read (which never waits for the write lock, in WAL mode): is anything due?"""
+        due = "SELECT 1 FROM toniq_jobs WHERE state = 'scheduled' AND run_at <= ? LIMIT 1"
+        if self._read(due, (time.time(),)):
+            return True
+        ready = "SELECT 1 FROM toniq_jobs WHERE worker = ? AND state = 'available' LIMIT 1"
+        return any(n > 0 and self._read(ready, (worker,)) for worker, n in wants.items())
+
     def claim(self, node_id: str, wants: Mapping[str, int]) -> list[ClaimedJob]:
+        # Idle nodes poll often: finding nothing must not take the write lock, or their
+        # polls crowd out heartbeats and enqueues (SQLite's busy handler is not fair).
+        if not self._claimable(wants):
+            return []
         token = secrets.token_hex(8)
         claimed: list[tuple[int, ClaimedJob]] = []
         with self._write() as conn:
