@@ -149,6 +149,8 @@ class ClaimedJob:
     token: str
     enqueued_at: float
     options: dict[str, Any] = field(default_factory=dict)
+    #: Its node died under it often enough that it now runs alone (see Backend.claim).
+    suspect: bool = False
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,7 @@ class Node:
         self._workers: dict[str, type[Worker]] = {}
         self._running: collections.Counter[str] = collections.Counter()
         self._running_sync = 0
+        self._isolating = False
         self._threads_lock = threading.Lock()
         self._threads_busy = 0
         # Keyed by task, not job id: after a takeover the same job may run twice here.
@@ -356,7 +357,15 @@ class Node:
             if wants:
                 assert backend is not None
                 try:
-                    claimed = await self._call(backend.claim, self.id, wants)
+                    claimed = await self._call(
+                        functools.partial(
+                            backend.claim,
+                            alone=not self._tasks and not self._local,
+                            suspect_after=max(1, self.settings.max_node_deaths - 1),
+                        ),
+                        self.id,
+                        wants,
+                    )
                     failures = 0
                 except Exception as exc:
                     failures += 1
@@ -408,8 +417,8 @@ class Node:
 
     def _wants(self) -> dict[str, int]:
         workers = list(self._workers.values())
-        if not workers:
-            return {}
+        if not workers or self._isolating:
+            return {}  # a suspect job runs alone: see Backend.claim
         # Rotate so that no worker always claims first.
         start = next(self._rotation) % len(workers)
         wants: dict[str, int] = {}
@@ -429,6 +438,14 @@ class Node:
                 self._local.append(job)
 
     def _start(self, job: ClaimedJob) -> None:
+        if job.suspect:
+            self._isolating = True
+            logger.warning(
+                "job %s (%s) lost its node %d time(s) before; running it alone",
+                job.id,
+                job.worker,
+                max(1, self.settings.max_node_deaths - 1),
+            )
         cls = self._workers.get(job.worker)
         self._spawn(cls, job.id, self._run_claimed(job, cls), job)
 
@@ -446,6 +463,8 @@ class Node:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.pop(task, None)
+        if not self._tasks:
+            self._isolating = False
         if cls is not None:
             self._running[cls.worker_name] -= 1
             if not cls.is_async:
@@ -723,12 +742,13 @@ class Node:
                     report = backend.take_over(s.takeover_timeout, s.max_node_deaths)
                     if report.dead_nodes or report.requeued or report.failed:
                         logger.warning(
-                            "took over from dead node(s) %s: %d job(s) back to available, "
-                            "%d to failed (their node died under them %d times)",
+                            "took over from dead node(s) %s: %d job(s) back to available%s",
                             ", ".join(report.dead_nodes) or "-",
                             len(report.requeued),
-                            len(report.failed),
-                            s.max_node_deaths,
+                            f", {len(report.failed)} to failed: their node died under them "
+                            f"{s.max_node_deaths} times, the last time while they ran alone"
+                            if report.failed
+                            else "",
                         )
                 if now >= next_unknown:
                     next_unknown = now + min(s.unknown_worker_timeout, 10.0)

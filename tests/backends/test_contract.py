@@ -217,13 +217,41 @@ def test_a_job_that_keeps_killing_nodes_goes_to_failed(backend: Backend) -> None
     backend.enqueue([job])
     for round in range(3):
         victim = node(backend, f"victim{round}")
-        assert [c.id for c in backend.claim(victim, {W: 1})] == [job.id]
+        claimed = backend.claim(victim, {W: 1}, alone=True, suspect_after=2)
+        assert [c.id for c in claimed] == [job.id]
+        assert claimed[0].suspect == (round == 2)  # after two deaths it runs alone
         time.sleep(0.25)
         report = backend.take_over(0.2, 3)
         assert (job.id in report.failed) == (round == 2)
     record = backend.get_job(job.id)
     assert record is not None and record.state is JobState.FAILED
     assert [e.type for e in record.errors] == [NODE_LOST] * 3
+
+
+def test_suspects_run_alone_and_company_is_not_blamed(backend: Backend) -> None:
+    # A poison job and two innocents die together, twice: nobody is failed for it.
+    jobs = new(n=3)
+    backend.enqueue(jobs)
+    for round in range(2):
+        victim = node(backend, f"crowd{round}")
+        claimed = backend.claim(victim, {W: 10}, alone=round == 0, suspect_after=2)
+        assert len(claimed) == 3 and not any(c.suspect for c in claimed)
+        time.sleep(0.25)
+        report = backend.take_over(0.2, 3)
+        assert len(report.requeued) == 3 and report.failed == ()
+    # Now all three are suspects: a busy node gets none, an idle node gets one at a time.
+    busy = node(backend, "busy")
+    assert backend.claim(busy, {W: 10}, alone=False, suspect_after=2) == []
+    idle = node(backend, "idle")
+    (first,) = backend.claim(idle, {W: 10}, alone=True, suspect_after=2)
+    assert first.suspect and first.id == jobs[0].id
+    # A third death in company would not fail them either.
+    records = [backend.get_job(j.id) for j in jobs]
+    assert all(r is not None and len(r.errors) == 2 for r in records)
+    time.sleep(0.25)
+    backend.heartbeat(busy)
+    report = backend.take_over(0.2, 3)
+    assert report.failed == (first.id,)  # it died alone: guilty
 
 
 def test_enqueue_is_all_or_nothing(backend: Backend) -> None:

@@ -38,10 +38,22 @@ class Backend(Protocol):
         """Store all ``jobs`` as AVAILABLE (or SCHEDULED if ``run_at`` is in the future),
         or none of them: raises :class:`toniq.EnqueueError` and leaves nothing behind."""
 
-    def claim(self, node_id: str, wants: Mapping[str, int]) -> list[ClaimedJob]:
+    def claim(
+        self,
+        node_id: str,
+        wants: Mapping[str, int],
+        *,
+        alone: bool = False,
+        suspect_after: int = 2,
+    ) -> list[ClaimedJob]:
         """Lease up to ``wants[worker]`` AVAILABLE jobs of each worker to ``node_id``, oldest
         first, marking them RUNNING with a fresh token and one more attempt. Returns nothing
-        if ``node_id`` is not a registered, live node."""
+        if ``node_id`` is not a registered, live node.
+
+        Jobs whose node died under them ``suspect_after`` times or more are *suspects*: they
+        are handed out only to a node that runs nothing (``alone``), one at a time and with
+        nothing else (``ClaimedJob.suspect``), so that if that node dies too, the death is
+        blamed on that job alone and not on jobs that happened to share its node."""
 
     def ack(self, node_id: str, outcomes: Sequence[Outcome]) -> AckReport:
         """Finish runs: a success deletes the job (a done counter is kept); an error is
@@ -66,9 +78,12 @@ class Backend(Protocol):
 
     def take_over(self, timeout: float, max_node_deaths: int) -> TakeoverReport:
         """Take the jobs of nodes whose last heartbeat is older than ``timeout`` seconds (and
-        RUNNING jobs of no known node): each gets a ``toniq.NodeLost`` error and goes back to
-        AVAILABLE, or to FAILED once it has lost ``max_node_deaths`` nodes. Dead nodes are
-        removed. Atomic, so when several nodes call it, each job is taken exactly once."""
+        RUNNING jobs of no known node): each gets a ``toniq.NodeLost`` error, one more node
+        death and its attempt back, and goes back to AVAILABLE at its old place in line. It
+        goes to FAILED instead once it has lost ``max_node_deaths`` nodes, the last of them
+        while it was the dead node's only RUNNING job; a job that died in company stays at
+        ``max_node_deaths - 1`` deaths (a suspect, see :meth:`claim`). Dead nodes are removed.
+        Atomic, so when several nodes call it, each job is taken exactly once."""
 
     def fail_unrunnable(self, older_than: float) -> list[str]:
         """Move AVAILABLE jobs enqueued more than ``older_than`` seconds ago whose worker no

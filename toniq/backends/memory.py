@@ -114,7 +114,14 @@ class MemoryBackend:
                 else:
                     self._push_available(row)
 
-    def claim(self, node_id: str, wants: Mapping[str, int]) -> list[ClaimedJob]:
+    def claim(
+        self,
+        node_id: str,
+        wants: Mapping[str, int],
+        *,
+        alone: bool = False,
+        suspect_after: int = 2,
+    ) -> list[ClaimedJob]:
         with self._lock:
             self._check()
             if node_id not in self._nodes:
@@ -122,33 +129,55 @@ class MemoryBackend:
             now = time.time()
             self._promote_due(now)
             token = secrets.token_hex(8)
+            if alone:
+                suspects = [
+                    row
+                    for row in self._rows.values()
+                    if row.record.state is JobState.AVAILABLE
+                    and row.record.worker in wants
+                    and wants[row.record.worker] > 0
+                    and row.node_deaths >= suspect_after
+                ]
+                if suspects:
+                    row = min(suspects, key=lambda r: r.seq)
+                    return [self._lease(row, node_id, token, now, suspect=True)]
             claimed: list[ClaimedJob] = []
             for worker, n in wants.items():
                 queue = self._queues.available.get(worker)
+                set_aside: list[tuple[int, str]] = []
                 while queue and n > 0:
-                    _, job_id = heapq.heappop(queue)
-                    row = self._rows.get(job_id)
-                    if row is None or row.record.state is not JobState.AVAILABLE:
+                    entry = heapq.heappop(queue)
+                    candidate = self._rows.get(entry[1])
+                    if candidate is None or candidate.record.state is not JobState.AVAILABLE:
                         continue  # a stale entry: the job moved on since it was queued
-                    record = row.record
-                    record.state = JobState.RUNNING
-                    record.attempt += 1
-                    record.node = node_id
-                    record.started_at = now
-                    row.token = token
-                    claimed.append(
-                        ClaimedJob(
-                            record.id,
-                            worker,
-                            record.payload,
-                            record.attempt,
-                            token,
-                            record.enqueued_at,
-                            dict(record.options),
-                        )
-                    )
+                    if candidate.node_deaths >= suspect_after:
+                        set_aside.append(entry)  # a suspect runs alone, on an idle node
+                        continue
+                    claimed.append(self._lease(candidate, node_id, token, now))
                     n -= 1
+                for entry in set_aside:
+                    heapq.heappush(self._queues.available[worker], entry)
             return claimed
+
+    def _lease(
+        self, row: _Row, node_id: str, token: str, now: float, suspect: bool = False
+    ) -> ClaimedJob:
+        record = row.record
+        record.state = JobState.RUNNING
+        record.attempt += 1
+        record.node = node_id
+        record.started_at = now
+        row.token = token
+        return ClaimedJob(
+            record.id,
+            record.worker,
+            record.payload,
+            record.attempt,
+            token,
+            record.enqueued_at,
+            dict(record.options),
+            suspect,
+        )
 
     def _holds(self, job_id: str, token: str) -> _Row | None:
         row = self._rows.get(job_id)
@@ -231,18 +260,21 @@ class MemoryBackend:
                 del self._nodes[node_id]
             requeued: list[str] = []
             failed: list[str] = []
-            for row in self._rows.values():
+            lost = [
+                row
+                for row in self._rows.values()
+                if row.record.state is JobState.RUNNING and row.record.node not in self._nodes
+            ]
+            company: dict[str | None, int] = {}
+            for row in lost:
+                company[row.record.node] = company.get(row.record.node, 0) + 1
+            for row in lost:
                 record = row.record
-                if record.state is not JobState.RUNNING or record.node in self._nodes:
-                    continue
                 row.node_deaths += 1
-                error = JobError.reason(
-                    NODE_LOST,
-                    f"node {record.node} stopped heart-beating while running this job "
-                    f"(node lost {row.node_deaths} time(s))",
-                    attempt=record.attempt,
-                    node=record.node,
-                )
+                alone = company[record.node] == 1
+                if row.node_deaths >= max_node_deaths and not alone:
+                    row.node_deaths = max_node_deaths - 1  # not proven guilty: a suspect
+                error = _node_lost(record, row.node_deaths, alone)
                 if row.node_deaths >= max_node_deaths:
                     self._fail(row, error, now)
                     failed.append(record.id)
@@ -369,6 +401,16 @@ class MemoryBackend:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+
+
+def _node_lost(record: JobRecord, deaths: int, alone: bool) -> JobError:
+    return JobError.reason(
+        NODE_LOST,
+        f"node {record.node} stopped heart-beating while running this job "
+        f"{'alone' if alone else 'with others'} (node lost {deaths} time(s))",
+        attempt=record.attempt,
+        node=record.node,
+    )
 
 
 def _unknown_worker(record: JobRecord) -> JobError:

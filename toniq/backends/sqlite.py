@@ -8,6 +8,7 @@ connection. Time is this machine's clock, which all processes on one file share.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import secrets
@@ -212,7 +213,14 @@ class SQLiteBackend:
         ready = "SELECT 1 FROM toniq_jobs WHERE worker = ? AND state = 'available' LIMIT 1"
         return any(n > 0 and self._read(ready, (worker,)) for worker, n in wants.items())
 
-    def claim(self, node_id: str, wants: Mapping[str, int]) -> list[ClaimedJob]:
+    def claim(
+        self,
+        node_id: str,
+        wants: Mapping[str, int],
+        *,
+        alone: bool = False,
+        suspect_after: int = 2,
+    ) -> list[ClaimedJob]:
         # Idle nodes poll often: finding nothing must not take the write lock, or their
         # polls crowd out heartbeats and enqueues (SQLite's busy handler is not fair).
         if not self._claimable(wants):
@@ -231,20 +239,32 @@ class SQLiteBackend:
                 "WHERE state = 'scheduled' AND run_at <= ?",
                 (now,),
             )
-            for worker, n in wants.items():
-                if n <= 0:
-                    continue
-                for seq, job_id, payload, attempt, enqueued_at, options in conn.execute(
-                    "UPDATE toniq_jobs SET state = 'running', attempt = attempt + 1, node = ?, "
-                    "token = ?, started_at = ? WHERE seq IN (SELECT seq FROM toniq_jobs "
-                    "WHERE worker = ? AND state = 'available' ORDER BY seq LIMIT ?) "
-                    "RETURNING seq, id, payload, attempt, enqueued_at, options",
-                    (node_id, token, now, worker, n),
+            lease = (
+                "UPDATE toniq_jobs SET state = 'running', attempt = attempt + 1, node = ?, "
+                "token = ?, started_at = ? WHERE seq IN (SELECT seq FROM toniq_jobs WHERE {}) "
+                "RETURNING seq, id, worker, payload, attempt, enqueued_at, options"
+            )
+            wanted = [worker for worker, n in wants.items() if n > 0]
+            if alone and wanted:
+                # A suspect runs alone on an idle node: one, with nothing else.
+                rows = conn.execute(
+                    lease.format(
+                        f"worker IN ({', '.join('?' for _ in wanted)}) AND state = 'available' "
+                        "AND node_deaths >= ? ORDER BY seq LIMIT 1"
+                    ),
+                    (node_id, token, now, *wanted, suspect_after),
+                ).fetchall()
+                if rows:
+                    return [_claimed(rows[0], token, suspect=True)]
+            for worker in wanted:
+                for row in conn.execute(
+                    lease.format(
+                        "worker = ? AND state = 'available' AND node_deaths < ? "
+                        "ORDER BY seq LIMIT ?"
+                    ),
+                    (node_id, token, now, worker, suspect_after, wants[worker]),
                 ):
-                    job = ClaimedJob(
-                        job_id, worker, payload, attempt, token, enqueued_at, _options(options)
-                    )
-                    claimed.append((seq, job))
+                    claimed.append((row[0], _claimed(row, token)))
         claimed.sort(key=lambda pair: pair[0])
         return [job for _, job in claimed]
 
@@ -349,12 +369,16 @@ class SQLiteBackend:
                 "WHERE state = 'running' AND NOT EXISTS "
                 "(SELECT 1 FROM toniq_nodes AS n WHERE n.id = j.node)"
             ).fetchall()
+            company = collections.Counter(node for _, _, node, _ in lost)
             for job_id, attempt, node, deaths in lost:
                 deaths += 1
+                alone = company[node] == 1
+                if deaths >= max_node_deaths and not alone:
+                    deaths = max_node_deaths - 1  # not proven guilty: a suspect, runs alone next
                 error = JobError.reason(
                     NODE_LOST,
                     f"node {node} stopped heart-beating while running this job "
-                    f"(node lost {deaths} time(s))",
+                    f"{'alone' if alone else 'with others'} (node lost {deaths} time(s))",
                     attempt=attempt,
                     node=node,
                 )
@@ -511,6 +535,13 @@ class SQLiteBackend:
                 conn.close()
             except sqlite3.Error:  # pragma: no cover - closing is best effort
                 pass
+
+
+def _claimed(row: Sequence[Any], token: str, suspect: bool = False) -> ClaimedJob:
+    _, job_id, worker, payload, attempt, enqueued_at, options = row
+    return ClaimedJob(
+        job_id, worker, payload, attempt, token, enqueued_at, _options(options), suspect
+    )
 
 
 def _options(text: str | None) -> dict[str, Any]:
