@@ -83,3 +83,23 @@ def test_a_jobs_own_timeout_error_is_not_a_toniq_timeout(app: toniq.Toniq) -> No
         node.drain()
     record = handle.info()
     assert record is not None and record.errors[-1].type == "TimeoutError"
+
+
+def test_a_persist_false_job_honours_a_timeout_per_enqueue(app: toniq.Toniq) -> None:
+    class LocalNap(toniq.Worker, name="tests.LocalNap", persist=False):
+        async def perform(self, seconds: float) -> None:
+            import asyncio
+
+            probe.enter("LocalNap")
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                probe.leave("LocalNap")
+
+    with app.events.listen() as events, toniq.Node(app) as node:
+        LocalNap.with_options(timeout=0.2).enqueue(30.0)
+        event = events.get(timeout=10)
+        node.drain()
+    assert event.kind == "failed" and not event.persisted
+    assert event.error is not None and event.error.type == TIMEOUT
+    assert probe.running["LocalNap"] == 0

@@ -165,7 +165,7 @@ class Toniq:
         if self.interceptor is not None:
             return self.interceptor.enqueue(self, cls, args, kwargs, options, job)
         if job is None:
-            return self._run_local(cls, args, kwargs)
+            return self._run_local(cls, args, kwargs, options.get("timeout"))
         self._store(job)
         return JobHandle(job.id, job.worker, True, self)
 
@@ -175,7 +175,7 @@ class Toniq:
         if self.interceptor is not None:
             return await self.interceptor.enqueue_async(self, cls, args, kwargs, options, job)
         if job is None:
-            return self._run_local(cls, args, kwargs)
+            return self._run_local(cls, args, kwargs, options.get("timeout"))
         await asyncio.to_thread(self._store, job)
         return JobHandle(job.id, job.worker, True, self)
 
@@ -189,9 +189,11 @@ class Toniq:
         for node in list(self._nodes):
             node.wake()  # a node in this process starts it now instead of at its next poll
 
-    def _run_local(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobHandle:
+    def _run_local(
+        self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> JobHandle:
         job_id = uuid.uuid4().hex
-        self.local_node().submit_local(cls, args, kwargs, job_id)
+        self.local_node().submit_local(cls, args, kwargs, job_id, timeout)
         return JobHandle(job_id, cls.worker_name, False, self)
 
     def local_node(self) -> Node:

@@ -15,8 +15,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from toniq.job import JobError
+
+if TYPE_CHECKING:
+    from toniq.worker import Worker
 
 logger = logging.getLogger("toniq")
 
@@ -82,6 +86,26 @@ class EventBus:
     def emit(self, event: JobEvent) -> None:
         for callback in self._callbacks:  # a snapshot: subscribe() replaces the list
             call_hook(callback, event)
+
+
+_HOOKS = {
+    EventKind.DONE: "on_success",
+    EventKind.RETRYING: "on_retry",
+    EventKind.FAILED: "on_failure",
+}
+
+
+def emit(bus: EventBus, event: JobEvent, worker: type[Worker] | None) -> None:
+    """Run the worker's own hook for this event, then the app's subscribers."""
+    if worker is not None:
+        hook = _HOOKS[event.kind]
+        try:
+            method = getattr(worker(), hook)
+        except Exception:
+            logger.exception("could not make %s to call its %s hook", worker.worker_name, hook)
+        else:
+            call_hook(method, event)
+    bus.emit(event)
 
 
 def call_hook(callback: Callable[[JobEvent], object], event: JobEvent) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from toniq.errors import ToniqError
-from toniq.events import EventKind, JobEvent, call_hook
+from toniq.events import EventKind, JobEvent, emit
 from toniq.job import CANNOT_RUN, ClaimedJob, JobError, NodeInfo, Outcome
 from toniq.retries import log_failure, retries_for, retry_delay
 from toniq.serialization import loads
@@ -61,6 +61,7 @@ class _LocalJob:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     id: str
+    timeout: float | None = None
 
 
 class Node:
@@ -227,10 +228,16 @@ class Node:
         self._wake_now()
 
     def submit_local(
-        self, worker: type[Worker], args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str
+        self,
+        worker: type[Worker],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        job_id: str,
+        timeout: float | None = None,
     ) -> None:
-        """Run a ``persist=False`` job on this node without storing it (thread-safe)."""
-        job = _LocalJob(worker, args, kwargs, job_id)
+        """Run a ``persist=False`` job on this node without storing it (thread-safe).
+        ``timeout`` (from the enqueue) overrides the worker's."""
+        job = _LocalJob(worker, args, kwargs, job_id, timeout or worker.worker_options.timeout)
         loop = self._loop
         if loop is None or self._stopped.is_set():
             raise ToniqError(f"node {self.id} is not running")
@@ -567,7 +574,7 @@ class Node:
         started = time.monotonic()
         error: JobError | None = None
         try:
-            await self._perform(job.worker, job.args, job.kwargs, job.worker.worker_options.timeout)
+            await self._perform(job.worker, job.args, job.kwargs, job.timeout)
             self.stats.local_done += 1
         except asyncio.CancelledError:
             logger.warning(
@@ -605,19 +612,7 @@ class Node:
 
     def _emit(self, event: JobEvent, cls: type[Worker] | None) -> None:
         """Hooks run after the outcome is stored; a failing hook is only logged."""
-        if cls is not None:
-            hook = {
-                EventKind.DONE: "on_success",
-                EventKind.RETRYING: "on_retry",
-                EventKind.FAILED: "on_failure",
-            }[event.kind]
-            try:
-                method = getattr(cls(), hook)
-            except Exception:
-                logger.exception("could not make %s to call its %s hook", cls.worker_name, hook)
-            else:
-                call_hook(method, event)
-        self.app.events.emit(event)
+        emit(self.app.events, event, cls)
 
     async def _ack_loop(self) -> None:
         while True:
