@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 import toniq
 import toniq.app
+from tests.redis_server import RedisServer
 
 #: Short timers so takeover and polling tests run in well under a second.
 FAST: dict[str, Any] = {
@@ -20,7 +22,21 @@ FAST: dict[str, Any] = {
     "grace_period": 2.0,
 }
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "redis"]
+
+#: The private redis-server of this test session, started on first use (never the shared
+#: Redis on 6379). Each test gets its own queue (key prefix) on it, named after its
+#: tmp_path, and the server is flushed after every test that used it.
+_redis: RedisServer | None = None
+_redis_used = False
+
+
+def redis_server() -> RedisServer:
+    global _redis, _redis_used
+    if _redis is None:
+        _redis = RedisServer().start()
+    _redis_used = True
+    return _redis
 
 
 def backend_url(kind: str, tmp_path: Path) -> str:
@@ -28,7 +44,32 @@ def backend_url(kind: str, tmp_path: Path) -> str:
         return "memory://"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'toniq.sqlite3'}"
+    if kind == "redis":
+        queue = hashlib.sha1(str(tmp_path).encode()).hexdigest()[:12]
+        return redis_server().url(queue=queue)
     raise ValueError(kind)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_redis() -> Iterator[None]:
+    yield
+    if _redis is not None:
+        _redis.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _flush_redis() -> Iterator[None]:
+    """Leave the private Redis empty after each test that used it (runs after the
+    test's own fixtures closed their apps)."""
+    global _redis_used
+    _redis_used = False
+    yield
+    if _redis_used and _redis is not None and _redis.running:
+        client = _redis.client()
+        try:
+            client.flushall()
+        finally:
+            client.close()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -30,7 +30,9 @@ def from_url(url: str) -> Backend:
     if scheme in {"redis", "rediss", "unix"}:
         try:
             from toniq.backends.redis import RedisBackend
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
+            if exc.name != "redis" and not str(exc.name).startswith("redis."):
+                raise
             raise ConfigurationError(
                 f"the Redis backend needs redis-py: pip install 'toniq[redis]' ({exc})"
             ) from exc

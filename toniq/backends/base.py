@@ -7,7 +7,7 @@ dedicated I/O thread and its heartbeat thread. Times are taken from the store's
 clock (on Redis, the server's ``TIME``), never passed in by a caller, so nodes
 with skewed clocks still agree on who is alive.
 
-The contract every backend must pass lives in ``tests/backends/contract.py``.
+The contract every backend must pass lives in ``tests/backends/test_contract.py``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,376 @@
+"""What the Redis backend promises beyond the contract: scripts that survive a script-cache
+flush, one hash tag per queue, nothing left behind, the server's clock, URLs with users,
+passwords and TLS, failing fast when Redis is away, and take-over's two phases."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from tests.redis_server import RedisServer
+from toniq.backends import from_url
+from toniq.backends.redis import RedisBackend, parse_url, script_source
+from toniq.errors import ConfigurationError, EnqueueError, StoreError
+from toniq.job import HELD, NODE_LOST, JobError, JobState, NewJob, NodeInfo, Outcome
+from toniq.serialization import dumps
+
+W = "redis.W"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    """A server of this module's own: these tests flush scripts and add ACL users."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def client(server: RedisServer) -> Iterator[redis.Redis]:
+    client = server.client()
+    yield client
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def backend(server: RedisServer, client: redis.Redis) -> Iterator[RedisBackend]:
+    backend = RedisBackend(server.url(queue="q"))
+    yield backend
+    backend.close()
+
+
+def stored_keys(client: redis.Redis, prefix: str = "toniq:{q}:") -> set[str]:
+    """The keys on the server, without the queue's prefix (which they must all have)."""
+    keys = {k.decode() if isinstance(k, bytes) else k for k in client.keys("*")}
+    assert all(k.startswith(prefix) for k in keys), keys
+    return {k.removeprefix(prefix) for k in keys}
+
+
+def new(n: int = 1, worker: str = W, run_at: float | None = None) -> list[NewJob]:
+    stamp = time.monotonic_ns()
+    return [
+        NewJob(f"job-{stamp}-{i}", worker, dumps((i,), {}), time.time(), run_at) for i in range(n)
+    ]
+
+
+def node(backend: RedisBackend, name: str = "n1", workers: tuple[str, ...] = (W,)) -> str:
+    now = time.time()
+    backend.register_node(NodeInfo(name, "host", 1, now, now, workers))
+    return name
+
+
+def test_every_script_has_a_header_naming_its_keys_and_arguments() -> None:
+    for name in ("enqueue", "claim", "ack", "hand_back", "take_over", "prune_failed"):
+        source = script_source(name)
+        assert f"-- {name}.lua:" in source and "KEYS[1]" in source and "ARGV[1]" in source
+
+
+def test_scripts_load_again_after_the_script_cache_is_flushed(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    jobs = new(3)
+    backend.enqueue(jobs[:1])
+    client.script_flush()  # e.g. a Redis restart, or a failover to a replica
+    backend.enqueue(jobs[1:])
+    n = node(backend)
+    client.script_flush()
+    claimed = backend.claim(n, {W: 3})
+    assert [c.id for c in claimed] == [j.id for j in jobs]
+    client.script_flush()
+    assert backend.ack(n, [Outcome(c.id, c.token, W) for c in claimed]).accepted == 3
+    assert backend.counts() == {W: {"done": 3}}
+
+
+def test_all_keys_of_a_queue_share_one_hash_tag(backend: RedisBackend, client: redis.Redis) -> None:
+    n = node(backend)
+    backend.enqueue(new(4) + new(1, run_at=HELD) + new(1, "other.Worker"))
+    claimed = backend.claim(n, {W: 3})
+    error = JobError.reason("ValueError", "no", attempt=1, node=n)
+    backend.ack(
+        n,
+        [
+            Outcome(claimed[0].id, claimed[0].token, W),
+            Outcome(claimed[1].id, claimed[1].token, W, error, retry_in=60),
+            Outcome(claimed[2].id, claimed[2].token, W, error),
+        ],
+    )
+    backend.claim(n, {W: 1})  # one job stays RUNNING
+    keys = stored_keys(client)
+    assert len({key_slot(f"toniq:{{q}}:{k}".encode()) for k in keys}) == 1
+    assert keys == {
+        "jobs",
+        "payloads",
+        "errors",
+        "seq",
+        "workers",
+        "available:other.Worker",
+        "scheduled:redis.W",
+        "claims:n1",
+        "claimers",
+        "failed",
+        "nodes",
+        "nodeinfo",
+        "count:running",
+        "count:failed",
+        "count:done",
+    }
+
+
+def test_queues_are_apart(server: RedisServer, client: redis.Redis) -> None:
+    emails, reports = RedisBackend(server.url(queue="emails")), RedisBackend(server.url())
+    try:
+        emails.enqueue(new(2))
+        reports.enqueue(new(1))
+        assert emails.counts() == {W: {"available": 2}} and reports.counts() == {
+            W: {"available": 1}
+        }
+        assert reports.prefix == "toniq:{default}:"
+    finally:
+        emails.close()
+        reports.close()
+
+
+def test_a_finished_job_leaves_nothing_behind_but_counters(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    n = node(backend)
+    backend.enqueue(new(50))
+    while claimed := backend.claim(n, {W: 7}):
+        backend.ack(n, [Outcome(c.id, c.token, W) for c in claimed])
+    backend.unregister_node(n)
+    assert stored_keys(client) == {"seq", "workers", "count:done"}
+    assert backend.counts() == {W: {"done": 50}}
+
+
+def test_times_survive_every_rewrite_exactly(backend: RedisBackend) -> None:
+    enqueued_at = 1_712_345_678.123_456_7  # more digits than Lua's cjson keeps (14)
+    job = NewJob("exact", W, b"x", enqueued_at, None, {"timeout": 0.1 + 0.2})
+    backend.enqueue([job])
+    (claimed,) = backend.claim(node(backend), {W: 1})
+    assert claimed.enqueued_at == enqueued_at and claimed.options == {"timeout": 0.1 + 0.2}
+    record = backend.get_job(job.id)
+    assert record is not None and record.enqueued_at == enqueued_at
+    assert record.started_at is not None and abs(record.started_at - time.time()) < 5
+
+
+def test_big_batches_in_one_script(backend: RedisBackend) -> None:
+    jobs = new(20_000)
+    backend.enqueue(jobs)
+    n = node(backend)
+    claimed = backend.claim(n, {W: 15_000})
+    assert [c.id for c in claimed] == [j.id for j in jobs[:15_000]]
+    report = backend.ack(n, [Outcome(c.id, c.token, W) for c in claimed])
+    assert report.accepted == 15_000
+    assert backend.counts() == {W: {"available": 5_000, "done": 15_000}}
+
+
+def test_heartbeats_use_the_servers_clock(backend: RedisBackend, client: redis.Redis) -> None:
+    skewed = time.time() - 3600  # a node whose clock is an hour late
+    backend.register_node(NodeInfo("late", "host", 1, skewed, skewed, (W,)))
+    sec, usec = client.time()
+    (info,) = backend.nodes()
+    assert abs(info.heartbeat_at - (sec + usec / 1e6)) < 1.0
+    assert backend.take_over(60, 3).dead_nodes == ()
+
+
+def test_take_over_checks_again_in_its_second_phase(backend: RedisBackend) -> None:
+    backend.enqueue(new(2))
+    slow = node(backend, "slow")
+    claimed = backend.claim(slow, {W: 2})
+    time.sleep(0.25)
+    candidates, workers = backend._take_over_candidates(0.2)
+    assert candidates == ["slow"] and workers == [W]
+    assert backend.heartbeat(slow)  # it was only slow: it beats before phase 2
+    assert backend._take_over(0.2, 3, candidates, workers).requeued == ()
+    time.sleep(0.25)
+    report = backend.take_over(0.2, 3)
+    assert report.dead_nodes == ("slow",) and sorted(report.requeued) == sorted(
+        c.id for c in claimed
+    )
+
+
+def test_a_node_with_a_worker_not_named_in_phase_two_waits_for_the_next_round(
+    backend: RedisBackend,
+) -> None:
+    (job,) = new(1)
+    backend.enqueue([job, *new(1, "other.Worker")])
+    gone = node(backend, "gone", (W, "other.Worker"))
+    backend.claim(gone, {W: 1})
+    time.sleep(0.25)
+    candidates, workers = backend._take_over_candidates(0.2)
+    assert workers == [W]
+    # It claims a job of another worker between the phases: phase 2 cannot reach that
+    # worker's queue, so it leaves the node whole (jobs and registration) for the next call,
+    # which takes both jobs at once: each died in company.
+    (other,) = backend.claim(gone, {"other.Worker": 1})
+    report = backend._take_over(0.2, 3, candidates, workers)
+    assert report.dead_nodes == () and report.requeued == ()
+    record = backend.get_job(job.id)
+    assert record is not None and record.state is JobState.RUNNING
+    report = backend.take_over(0.2, 3)
+    assert report.dead_nodes == ("gone",)
+    assert sorted(report.requeued) == sorted([job.id, other.id])
+    record = backend.get_job(job.id)
+    assert record is not None and "with others" in record.errors[-1].message
+
+
+def test_jobs_of_a_node_that_unregistered_without_handing_them_back(
+    backend: RedisBackend,
+) -> None:
+    backend.enqueue(new(2))
+    sloppy = node(backend, "sloppy")
+    claimed = backend.claim(sloppy, {W: 2})
+    backend.unregister_node(sloppy)
+    report = backend.take_over(60, 3)
+    assert report.dead_nodes == () and sorted(report.requeued) == sorted(c.id for c in claimed)
+    record = backend.get_job(claimed[0].id)
+    assert record is not None and record.errors[-1].type == NODE_LOST
+    assert backend.counts() == {W: {"available": 2}}
+
+
+def test_listing_keeps_fifo_order_when_some_jobs_lost_a_node(backend: RedisBackend) -> None:
+    jobs = new(4)
+    backend.enqueue(jobs)
+    doomed = node(backend, "doomed")
+    backend.claim(doomed, {W: 2})
+    time.sleep(0.25)
+    backend.take_over(0.2, 3)
+    listed = backend.jobs(JobState.AVAILABLE)
+    assert [r.id for r in listed] == [j.id for j in jobs]
+    assert [r.id for r in backend.jobs(JobState.AVAILABLE, W, limit=2, offset=1)] == [
+        jobs[1].id,
+        jobs[2].id,
+    ]
+
+
+def test_url_options_and_redaction(server: RedisServer) -> None:
+    target, queue, timeout = parse_url("redis://h:1/2?queue=emails&timeout=0.5&max_connections=9")
+    assert (target, queue, timeout) == ("redis://h:1/2?max_connections=9", "emails", 0.5)
+    assert parse_url("unix:///tmp/r.sock?db=3") == ("unix:///tmp/r.sock?db=3", "default", 2.0)
+    for bad in (
+        "redis://h?queue=a{b}",
+        "redis://h?queue=",
+        "redis://h?timeout=0",
+        "redis://h?timeout=x",
+    ):
+        with pytest.raises(ConfigurationError):
+            parse_url(bad)
+    backend = from_url(f"redis://:s3cret@127.0.0.1:{server.port}/0")
+    assert isinstance(backend, RedisBackend) and "s3cret" not in backend.url
+    backend.close()
+
+
+def test_acl_user_and_password(server: RedisServer, client: redis.Redis) -> None:
+    client.acl_setuser(
+        "toniq", enabled=True, passwords=["+pa:ss"], keys=["toniq:*"], commands=["+@all"]
+    )
+    try:
+        good = from_url(f"redis://toniq:pa%3Ass@127.0.0.1:{server.port}/0")
+        assert good.url == f"redis://toniq:***@127.0.0.1:{server.port}/0"
+        good.enqueue(new(1))
+        assert good.counts() == {W: {"available": 1}}
+        good.close()
+        bad = from_url(f"redis://toniq:wrong@127.0.0.1:{server.port}/0")
+        with pytest.raises(EnqueueError) as caught:
+            bad.enqueue(new(1))
+        assert "wrong" not in str(caught.value)
+        with pytest.raises(StoreError):
+            bad.counts()
+        bad.close()
+    finally:
+        client.acl_deluser("toniq")
+
+
+def test_unix_socket(server: RedisServer, client: redis.Redis) -> None:
+    if not server.socket_path.exists():
+        pytest.skip("socket path too long")
+    backend = from_url(server.unix_url(db=0) + "&queue=unix")
+    try:
+        (job,) = new(1)
+        backend.enqueue([job])
+        assert client.hexists("toniq:{unix}:jobs", job.id)
+    finally:
+        backend.close()
+
+
+def test_tls(tmp_path: Path) -> None:
+    with RedisServer(tls=True, directory=tmp_path) as server:
+        backend = from_url(server.url())
+        try:
+            assert backend.url.startswith("rediss://")
+            backend.enqueue(new(2))
+            assert isinstance(backend, RedisBackend)
+            claimed = backend.claim(node(backend), {W: 2})
+            assert [c.attempt for c in claimed] == [1, 1]
+        finally:
+            backend.close()
+
+
+def test_enqueue_fails_fast_when_redis_is_away() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = from_url(f"redis://127.0.0.1:{port}/0")  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(EnqueueError, match="cannot reach"):
+        backend.enqueue(new(1))
+    with pytest.raises(StoreError):
+        backend.claim("n", {W: 1})
+    assert time.monotonic() - started < 2
+
+
+def test_enqueue_fails_within_the_timeout_when_redis_does_not_answer() -> None:
+    with socket.socket() as mute:  # accepts connections, never answers
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        backend = from_url(f"redis://127.0.0.1:{mute.getsockname()[1]}/0?timeout=0.3")
+        started = time.monotonic()
+        with pytest.raises(EnqueueError, match=r"within 0\.3s"):
+            backend.enqueue(new(1))
+        assert time.monotonic() - started < 1.5
+        backend.close()
+
+
+def test_a_restarted_redis_is_used_again(tmp_path: Path) -> None:
+    with RedisServer(["--appendonly", "yes", "--appendfsync", "always"], directory=tmp_path) as srv:
+        backend = RedisBackend(srv.url())
+        try:
+            (job,) = new(1)
+            backend.enqueue([job])
+            srv.kill()
+            with pytest.raises(StoreError):
+                backend.counts()
+            srv.restart()
+            assert backend.get_job(job.id) is not None  # AOF, fsync always: kept
+            backend.enqueue(new(1))
+            assert backend.counts() == {W: {"available": 2}}
+        finally:
+            backend.close()
+
+
+def test_threads_share_one_backend(backend: RedisBackend) -> None:
+    backend.enqueue(new(400))
+    names = [node(backend, f"t{i}") for i in range(4)]
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        while claimed := backend.claim(name, {W: 5}):
+            backend.ack(name, [Outcome(c.id, c.token, W) for c in claimed])
+            with lock:
+                got.extend(c.id for c in claimed)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == len(set(got)) == 400
+    assert backend.counts() == {W: {"done": 400}}

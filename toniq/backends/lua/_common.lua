@@ -1,0 +1,121 @@
+-- _common.lua: helpers shared by every toniq script. The loader (toniq/backends/redis.py)
+-- puts this file in front of each script before SCRIPT LOAD, so every script is one
+-- self-contained program. It touches no key by itself: the helpers act only on key names
+-- their caller got in KEYS.
+--
+-- Job records (the "jobs" hash, id -> JSON) hold times as decimal strings written with
+-- 17 significant digits ("inf" for a held job), never as JSON numbers: cjson writes numbers
+-- with 14 digits, which would round a Unix time to 0.1 ms on every rewrite.
+
+-- The Redis server's clock, in seconds: the only clock a state change may use.
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- A time as stored in a record and given to ZADD: exact, "inf" for a held job.
+local function fmt(x)
+  if x == math.huge then return 'inf' end
+  return string.format('%.17g', x)
+end
+
+-- The inverse of fmt.
+local function num(s)
+  if s == 'inf' then return math.huge end
+  return tonumber(s)
+end
+
+-- A job's place in "available:<worker>": node_deaths * LEVEL + seq. Jobs that never lost a
+-- node (level 0) are claimed in seq order; jobs that did sit in higher levels, so a claim can
+-- leave out suspects (node_deaths >= suspect_after) without reading past them, and find the
+-- oldest suspect of a level in one step. Exact while seq < 2^44 and node_deaths < 512.
+local LEVEL = 17592186044416 -- 2^44
+local function place(job)
+  return string.format('%.17g', math.min(job.node_deaths, 511) * LEVEL + job.seq)
+end
+
+-- The first entry of "available:<worker>" with a score in [lo, hi), as {id, seq, level},
+-- or nil.
+local function first_between(available, lo, hi)
+  local top = '+inf'
+  if hi ~= math.huge then top = '(' .. string.format('%.17g', hi) end
+  local got = redis.call('ZRANGEBYSCORE', available, string.format('%.17g', lo), top,
+    'WITHSCORES', 'LIMIT', 0, 1)
+  if #got == 0 then return nil end
+  local score = tonumber(got[2])
+  local level = math.floor(score / LEVEL)
+  return {got[1], score - level * LEVEL, level}
+end
+
+-- The member of a time-ordered set ("scheduled:<worker>", "failed"): the job's sequence
+-- number, zero-padded, then its id, so jobs with the same time keep their enqueue order.
+local function member(seq, id)
+  return string.format('%016d', seq) .. ':' .. id
+end
+
+-- The id in a member of a time-ordered set.
+local function member_id(m)
+  return string.sub(m, 18)
+end
+
+local function load_job(jobs, id)
+  local raw = redis.call('HGET', jobs, id)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+
+local function save_job(jobs, id, job)
+  redis.call('HSET', jobs, id, cjson.encode(job))
+end
+
+-- Append one error (a JSON object as text) to a job's error list, without decoding the
+-- list (tracebacks can be long; they are stored as the client wrote them).
+local function add_error(errors, id, error_json)
+  local old = redis.call('HGET', errors, id)
+  if old then
+    redis.call('HSET', errors, id, string.sub(old, 1, -2) .. ',' .. error_json .. ']')
+  else
+    redis.call('HSET', errors, id, '[' .. error_json .. ']')
+  end
+end
+
+-- An error that is not an exception (a lost node, a worker no node runs), in the shape
+-- of JobError.to_dict().
+local function reason_json(kind, message, attempt, node, at)
+  local node_json = 'null'
+  if node then node_json = cjson.encode(node) end
+  return '{"type":' .. cjson.encode(kind) .. ',"message":' .. cjson.encode(message)
+    .. ',"traceback":"","attempt":' .. string.format('%d', attempt) .. ',"node":' .. node_json
+    .. ',"at":' .. fmt(at) .. '}'
+end
+
+-- Counters per worker ("count:running", "count:failed", "count:done"); a field that
+-- falls to zero is deleted, so an idle queue leaves nothing behind.
+local function incr(hash, field, by)
+  if by ~= 0 then redis.call('HINCRBY', hash, field, by) end
+end
+
+local function decr(hash, field, by)
+  if by ~= 0 and redis.call('HINCRBY', hash, field, -by) <= 0 then
+    redis.call('HDEL', hash, field)
+  end
+end
+
+-- worker name -> KEYS index, from ARGV[first .. first + count - 1] naming KEYS[base + i *
+-- stride] in order (stride 1: one key per worker; stride 2: two keys per worker).
+local function worker_keys(first, count, base, stride)
+  local map = {}
+  for i = 0, count - 1 do
+    map[ARGV[first + i]] = base + i * stride + 1
+  end
+  return map
+end
+
+-- Leave the "claimers" set once a node's claim set is empty.
+local function forget_empty_claims(claimers, claims, node)
+  if redis.call('EXISTS', claims) == 0 then
+    redis.call('SREM', claimers, node)
+  end
+end
+
+-- ---------------------------------------------------------------------------------------

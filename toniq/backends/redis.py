@@ -1,0 +1,756 @@
+"""The Redis backend (``redis://``, ``rediss://``, ``unix://``): many machines, one queue.
+
+Every state change is one Lua script (``toniq/backends/lua/*.lua``; each file's header lists
+the keys and arguments it uses). Times come from the Redis server's ``TIME`` inside the
+scripts, never from a client, so nodes with skewed clocks agree on who is alive.
+
+Key layout. Every key of a queue starts with ``toniq:{<queue>}:`` (``P:`` below); the
+braces are a Redis Cluster hash tag, so all keys of a queue live in one slot, and every key
+a script touches is passed in ``KEYS``::
+
+    P:jobs               hash  id -> record (JSON: worker, state, attempt, node_deaths, seq,
+                               enqueued_at, run_at, started_at, finished_at, node, token,
+                               options; times as exact decimal text, "inf" when held)
+    P:payloads           hash  id -> payload (the signed pickle, bytes)
+    P:errors             hash  id -> JSON list of the job's errors (absent when none)
+    P:seq                string   the sequence counter: a job's place in the FIFO
+    P:workers            set   every worker name ever enqueued
+    P:available:<w>      zset  id -> node_deaths * 2^44 + seq: AVAILABLE jobs of worker w
+    P:scheduled:<w>      zset  "<seq, 16 digits>:<id>" -> run_at (+inf when held)
+    P:claims:<node>      hash  id -> worker: the RUNNING jobs a node holds
+    P:claimers           set   nodes whose claim set is not empty
+    P:failed             zset  "<seq, 16 digits>:<id>" -> finished_at
+    P:nodes              zset  node -> last heartbeat (server time)
+    P:nodeinfo           hash  node -> JSON {host, pid, started_at, workers}
+    P:count:running      hash  worker -> RUNNING jobs
+    P:count:failed       hash  worker -> FAILED jobs
+    P:count:done         hash  worker -> jobs done
+
+A job keeps its ``seq`` for life, so a job handed back, taken over, retried or released
+returns to its own place in the FIFO (ahead of the jobs enqueued after it), as on SQLite.
+Jobs that lost a node sit at a higher level of ``available:<w>`` (``node_deaths * 2^44``), so
+a claim skips suspects without reading past them. A finished job leaves nothing behind but
+``count:done``.
+
+Two phases. Because every key must be named in ``KEYS``, a transition whose keys depend on
+the data (take over: the dead nodes' claim sets and their jobs' queues; fail_unrunnable,
+retry_failed, release_scheduled, hand_back: the queues of the jobs' workers) first reads,
+without writing, which keys it needs; then ONE script, given those keys, checks everything
+again (is the node still silent? is the job still in that state, under that token, of a
+worker whose key it was given?) and skips what no longer holds. The read never decides
+anything: only the script does, atomically.
+
+URL options (query string): ``queue`` (default ``default``) names the queue; ``timeout``
+(seconds, default 2) bounds connecting and every command, so ``enqueue`` fails fast when
+Redis is unreachable. Other options go to redis-py (``ssl_cert_reqs``, ``ssl_ca_certs``...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import cache
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import redis
+from redis.backoff import NoBackoff
+from redis.client import Pipeline
+from redis.commands.core import Script
+from redis.retry import Retry
+
+from toniq.errors import ConfigurationError, EnqueueError, StoreClosedError, StoreError
+from toniq.job import (
+    CANNOT_RUN,
+    NODE_LOST,
+    AckReport,
+    ClaimedJob,
+    JobError,
+    JobRecord,
+    JobState,
+    NewJob,
+    NodeInfo,
+    Outcome,
+    TakeoverReport,
+)
+from toniq.settings import redact
+
+DEFAULT_QUEUE = "default"
+#: Seconds to connect and to wait for any reply: enqueue fails fast when Redis is down.
+DEFAULT_TIMEOUT = 2.0
+#: Due SCHEDULED jobs one claim promotes per worker at most (the rest go on the next claim).
+PROMOTE_LIMIT = 1000
+#: Jobs one call of fail_unrunnable looks at per worker; prune_failed deletes per call.
+SWEEP_LIMIT = 1000
+#: Ids per script call for retry_failed, delete_failed and release_scheduled.
+CHUNK = 1000
+#: Failed jobs read per round trip when listing failed jobs of one worker.
+PAGE = 500
+#: ``available:<worker>`` scores are ``node_deaths * LEVEL + seq`` (see ``lua/_common.lua``).
+LEVEL = 2**44
+
+_SCRIPTS = (
+    "enqueue",
+    "claim",
+    "ack",
+    "hand_back",
+    "register_node",
+    "heartbeat",
+    "unregister_node",
+    "take_over",
+    "fail_unrunnable",
+    "retry_failed",
+    "delete_failed",
+    "release_scheduled",
+    "prune_failed",
+)
+
+
+@cache
+def script_source(name: str) -> str:
+    """A script as loaded into Redis: the shared helpers, then ``lua/<name>.lua``."""
+    lua = resources.files("toniq.backends").joinpath("lua")
+    common = lua.joinpath("_common.lua").read_text(encoding="utf-8")
+    return common + "\n" + lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def parse_url(url: str) -> tuple[str, str, float]:
+    """Split toniq's own options off a Redis URL: ``(url for redis-py, queue, timeout)``."""
+    base, _, query = url.partition("?")
+    rest: list[tuple[str, str]] = []
+    queue, timeout = DEFAULT_QUEUE, DEFAULT_TIMEOUT
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "queue":
+            queue = value
+        elif key == "timeout":
+            try:
+                timeout = float(value)
+            except ValueError:
+                timeout = math.nan
+            if not timeout > 0 or math.isinf(timeout):
+                raise ConfigurationError(
+                    f"bad timeout {value!r} in {redact(url)}: seconds, a number > 0"
+                )
+        else:
+            rest.append((key, value))
+    if not queue or any(c in queue for c in "{}") or not queue.isprintable():
+        raise ConfigurationError(
+            f"bad queue name {queue!r} in {redact(url)}: printable, without braces"
+        )
+    return base + (f"?{urlencode(rest)}" if rest else ""), queue, timeout
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _num(value: float) -> str:
+    """A time or duration as the scripts read it: exact (``repr``), ``inf`` when held."""
+    return repr(float(value))
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _member_id(member: Any) -> str:
+    """The job id in a member of ``scheduled:<w>`` or ``failed`` (``<16 digits>:<id>``)."""
+    return _text(member)[17:]
+
+
+class RedisBackend:
+    """Jobs in Redis. See :class:`toniq.backends.Backend` for the contract, and this
+    module's docstring for the key layout."""
+
+    def __init__(self, url: str) -> None:
+        self.url = redact(url)
+        target, self.queue, self.timeout = parse_url(url)
+        self.prefix = f"toniq:{{{self.queue}}}:"
+        try:
+            self._pool = redis.ConnectionPool.from_url(
+                target,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                # No blind retries: a script whose reply was lost may have run, and running
+                # it twice is not the same as running it once. Callers retry (nodes forever,
+                # with backoff); enqueue fails fast.
+                retry=Retry(NoBackoff(), 0),
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"bad Redis URL {self.url}: {exc}") from exc
+        self._client = redis.Redis(connection_pool=self._pool)
+        self._scripts: dict[str, Script] = {
+            name: self._client.register_script(script_source(name)) for name in _SCRIPTS
+        }
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def key(self, name: str) -> str:
+        """The full name of one of this queue's keys (``jobs``, ``available:<worker>``...)."""
+        return self.prefix + name
+
+    def _available(self, worker: str) -> str:
+        return self.key(f"available:{worker}")
+
+    def _scheduled(self, worker: str) -> str:
+        return self.key(f"scheduled:{worker}")
+
+    def _claims(self, node_id: str) -> str:
+        return self.key(f"claims:{node_id}")
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self, what: str, error: type[StoreError] = StoreError) -> Iterator[None]:
+        """Turn redis-py's errors into toniq's; refuse to work once closed."""
+        if self._closed:
+            if error is EnqueueError:
+                raise EnqueueError(f"{self.url} backend is closed; the job was not stored")
+            raise StoreClosedError(f"{self.url} backend is closed")
+        try:
+            yield
+        except redis.TimeoutError as exc:
+            if error is EnqueueError:
+                raise EnqueueError(
+                    f"{what}: no reply from {self.url} within {self.timeout:g}s; the job may "
+                    "or may not have been stored"
+                ) from exc
+            raise error(f"{what}: no reply from {self.url} within {self.timeout:g}s") from exc
+        except redis.ConnectionError as exc:
+            if self._closed:
+                raise StoreClosedError(f"{self.url} backend is closed") from exc
+            raise error(f"{what}: cannot reach {self.url}: {exc}") from exc
+        except redis.RedisError as exc:
+            raise error(f"{what}: {self.url}: {exc}") from exc
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return self._scripts[name](keys=list(keys), args=list(args))
+
+    def _pipe(self) -> Pipeline:
+        """Several reads in one round trip (no MULTI: reads need no transaction)."""
+        return self._client.pipeline(transaction=False)
+
+    # -- the contract: state changes -----------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+        with self._guard("enqueue", EnqueueError):
+            if not jobs:
+                return
+            workers = list(dict.fromkeys(job.worker for job in jobs))
+            index = {worker: i for i, worker in enumerate(workers, 1)}
+            keys = [self.key("jobs"), self.key("payloads"), self.key("seq"), self.key("workers")]
+            for worker in workers:
+                keys += [self._available(worker), self._scheduled(worker)]
+            args: list[Any] = [len(workers), *workers]
+            for job in jobs:
+                args += [
+                    job.id,
+                    index[job.worker],
+                    job.payload,
+                    _num(job.enqueued_at),
+                    "" if job.run_at is None else _num(job.run_at),
+                    json.dumps(job.options) if job.options else "",
+                ]
+            try:
+                self._run("enqueue", keys, args)
+            except redis.ResponseError as exc:
+                if str(exc).startswith("TONIQ_DUPLICATE"):
+                    raise EnqueueError(
+                        f"duplicate job id: {str(exc).removeprefix('TONIQ_DUPLICATE ')}"
+                    ) from exc
+                raise
+
+    def claim(
+        self,
+        node_id: str,
+        wants: Mapping[str, int],
+        *,
+        alone: bool = False,
+        suspect_after: int = 2,
+    ) -> list[ClaimedJob]:
+        with self._guard("claim"):
+            wanted = [(worker, n) for worker, n in wants.items() if n > 0]
+            if not wanted:
+                return []
+            token = secrets.token_hex(8)
+            keys = [
+                self.key("nodes"),
+                self.key("jobs"),
+                self.key("payloads"),
+                self.key("claimers"),
+                self.key("count:running"),
+                self._claims(node_id),
+            ]
+            args: list[Any] = [
+                node_id,
+                token,
+                len(wanted),
+                PROMOTE_LIMIT,
+                suspect_after,
+                1 if alone else 0,
+            ]
+            for worker, n in wanted:
+                keys += [self._available(worker), self._scheduled(worker)]
+                args += [worker, n]
+            flat = self._run("claim", keys, args)
+        claimed: list[tuple[int, ClaimedJob]] = []
+        for i in range(0, len(flat), 8):
+            job_id, worker, payload, attempt, enqueued_at, options, seq, suspect = flat[i : i + 8]
+            claimed.append(
+                (
+                    int(seq),
+                    ClaimedJob(
+                        _text(job_id),
+                        _text(worker),
+                        bytes(payload),
+                        int(attempt),
+                        token,
+                        float(enqueued_at),
+                        json.loads(options) if options else {},
+                        bool(suspect),
+                    ),
+                )
+            )
+        claimed.sort(key=lambda pair: pair[0])
+        return [job for _, job in claimed]
+
+    def ack(self, node_id: str, outcomes: Sequence[Outcome]) -> AckReport:
+        with self._guard("ack"):
+            if not outcomes:
+                return AckReport()
+            workers = list(dict.fromkeys(o.worker for o in outcomes))
+            index = {worker: i for i, worker in enumerate(workers, 1)}
+            keys = [
+                self.key("jobs"),
+                self.key("payloads"),
+                self.key("errors"),
+                self.key("failed"),
+                self.key("claimers"),
+                self.key("count:running"),
+                self.key("count:failed"),
+                self.key("count:done"),
+                self._claims(node_id),
+                *(self._scheduled(worker) for worker in workers),
+            ]
+            args: list[Any] = [node_id, len(workers), *workers]
+            for o in outcomes:
+                args += [
+                    o.id,
+                    o.token,
+                    index[o.worker],
+                    "" if o.retry_in is None or o.error is None else _num(o.retry_in),
+                    "" if o.error is None else json.dumps(o.error.to_dict()),
+                ]
+            accepted, rejected = self._run("ack", keys, args)
+        return AckReport(int(accepted), tuple(_text(r) for r in rejected))
+
+    def hand_back(self, node_id: str, jobs: Sequence[tuple[str, str]]) -> int:
+        with self._guard("hand back"):
+            if not jobs:
+                return 0
+            claims = self._claims(node_id)
+            # Phase 1: which worker each claim is of (the script checks again).
+            held = self._client.hmget(claims, [job_id for job_id, _ in jobs])
+            pairs = [(job, _text(w)) for job, w in zip(jobs, held, strict=True) if w is not None]
+            if not pairs:
+                return 0
+            workers = list(dict.fromkeys(worker for _, worker in pairs))
+            keys = [
+                self.key("jobs"),
+                self.key("claimers"),
+                self.key("count:running"),
+                claims,
+                *(self._available(worker) for worker in workers),
+            ]
+            args: list[Any] = [node_id, len(workers), *workers]
+            for (job_id, token), _ in pairs:
+                args += [job_id, token]
+            return int(self._run("hand_back", keys, args))
+
+    def register_node(self, info: NodeInfo) -> None:
+        with self._guard("register node"):
+            data = {
+                "host": info.host,
+                "pid": info.pid,
+                "started_at": info.started_at,
+                "workers": list(info.workers),
+            }
+            self._run(
+                "register_node",
+                [self.key("nodes"), self.key("nodeinfo")],
+                [info.id, json.dumps(data)],
+            )
+
+    def heartbeat(self, node_id: str) -> bool:
+        with self._guard("heartbeat"):
+            return bool(self._run("heartbeat", [self.key("nodes")], [node_id]))
+
+    def unregister_node(self, node_id: str) -> None:
+        with self._guard("unregister node"):
+            self._run("unregister_node", [self.key("nodes"), self.key("nodeinfo")], [node_id])
+
+    def take_over(self, timeout: float, max_node_deaths: int) -> TakeoverReport:
+        with self._guard("take over"):
+            candidates, workers = self._take_over_candidates(timeout)
+            if not candidates:
+                return TakeoverReport()
+            return self._take_over(timeout, max_node_deaths, candidates, workers)
+
+    def _take_over_candidates(self, timeout: float) -> tuple[list[str], list[str]]:
+        """Phase 1 of take_over, read-only: registered nodes that look dead by the server's
+        clock, nodes with claims but no registration, and the workers of their claims."""
+        pipe = self._pipe()
+        pipe.time()
+        pipe.zrange(self.key("nodes"), 0, -1, withscores=True)
+        pipe.smembers(self.key("claimers"))
+        (sec, usec), nodes, claimers = pipe.execute()
+        now = int(sec) + int(usec) / 1e6
+        registered = {_text(node) for node, _ in nodes}
+        candidates = [_text(node) for node, beat in nodes if float(beat) < now - timeout]
+        candidates += sorted(_text(node) for node in claimers if _text(node) not in registered)
+        if not candidates:
+            return [], []
+        pipe = self._pipe()
+        for node in candidates:
+            pipe.hvals(self._claims(node))
+        held = pipe.execute()
+        workers = sorted({_text(worker) for values in held for worker in values})
+        return candidates, workers
+
+    def _take_over(
+        self, timeout: float, max_node_deaths: int, candidates: list[str], workers: list[str]
+    ) -> TakeoverReport:
+        """Phase 2 of take_over: one script that checks every candidate and job again."""
+        keys = [
+            self.key("nodes"),
+            self.key("nodeinfo"),
+            self.key("jobs"),
+            self.key("errors"),
+            self.key("failed"),
+            self.key("claimers"),
+            self.key("count:running"),
+            self.key("count:failed"),
+            *(self._claims(node) for node in candidates),
+            *(self._available(worker) for worker in workers),
+        ]
+        args: list[Any] = [
+            _num(timeout),
+            max_node_deaths,
+            len(candidates),
+            len(workers),
+            NODE_LOST,
+            *candidates,
+            *workers,
+        ]
+        dead, requeued, failed = self._run("take_over", keys, args)
+        return TakeoverReport(
+            tuple(_text(n) for n in dead),
+            tuple(_text(i) for i in requeued),
+            tuple(_text(i) for i in failed),
+        )
+
+    def fail_unrunnable(self, older_than: float) -> list[str]:
+        with self._guard("fail unrunnable jobs"):
+            # Phase 1: workers with AVAILABLE jobs that no registered node runs.
+            pipe = self._pipe()
+            pipe.hvals(self.key("nodeinfo"))
+            pipe.smembers(self.key("workers"))
+            infos, all_workers = pipe.execute()
+            known = {w for raw in infos for w in json.loads(raw).get("workers", [])}
+            unknown = sorted(_text(w) for w in all_workers if _text(w) not in known)
+            if not unknown:
+                return []
+            pipe = self._pipe()
+            for w in unknown:
+                pipe.zcard(self._available(w))
+            sizes = pipe.execute()
+            waiting = [w for w, size in zip(unknown, sizes, strict=True) if size]
+            if not waiting:
+                return []
+            keys = [
+                self.key("nodeinfo"),
+                self.key("jobs"),
+                self.key("errors"),
+                self.key("failed"),
+                self.key("count:failed"),
+                *(self._available(w) for w in waiting),
+            ]
+            args: list[Any] = [_num(older_than), len(waiting), SWEEP_LIMIT, CANNOT_RUN]
+            for worker in waiting:
+                args += [worker, f"unknown worker {worker!r}: no live node registers it"]
+            return [_text(i) for i in self._run("fail_unrunnable", keys, args)]
+
+    def retry_failed(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        with self._guard("retry failed jobs"):
+            total = 0
+            for chunk in self._chunks(self._failed_ids(ids)):
+                workers = self._workers_of(chunk, worker)
+                if not workers:
+                    continue
+                keys = [
+                    self.key("jobs"),
+                    self.key("failed"),
+                    self.key("count:failed"),
+                    *(self._available(w) for w in workers),
+                ]
+                args = [worker or "", len(workers), *workers, *chunk]
+                total += int(self._run("retry_failed", keys, args))
+            return total
+
+    def delete_failed(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        with self._guard("delete failed jobs"):
+            keys = [
+                self.key("jobs"),
+                self.key("payloads"),
+                self.key("errors"),
+                self.key("failed"),
+                self.key("count:failed"),
+            ]
+            return sum(
+                int(self._run("delete_failed", keys, [worker or "", *chunk]))
+                for chunk in self._chunks(self._failed_ids(ids))
+            )
+
+    def release_scheduled(self, ids: Sequence[str] | None = None, worker: str | None = None) -> int:
+        with self._guard("release scheduled jobs"):
+            if ids is None:
+                workers = [worker] if worker is not None else self._workers()
+                pipe = self._pipe()
+                for w in workers:
+                    pipe.zrange(self._scheduled(w), 0, -1)
+                found = pipe.execute()
+                ids = [_member_id(m) for members in found for m in members]
+            total = 0
+            for chunk in self._chunks(ids):
+                names = self._workers_of(chunk, worker)
+                if not names:
+                    continue
+                keys = [self.key("jobs")]
+                for w in names:
+                    keys += [self._available(w), self._scheduled(w)]
+                args = [worker or "", len(names), *names, *chunk]
+                total += int(self._run("release_scheduled", keys, args))
+            return total
+
+    def prune_failed(self, max_count: int, max_age: float) -> int:
+        with self._guard("prune failed jobs"):
+            keys = [
+                self.key("jobs"),
+                self.key("payloads"),
+                self.key("errors"),
+                self.key("failed"),
+                self.key("count:failed"),
+            ]
+            total = 0
+            while True:
+                n = int(self._run("prune_failed", keys, [max_count, _num(max_age), SWEEP_LIMIT]))
+                total += n
+                if n < SWEEP_LIMIT:
+                    return total
+
+    def _failed_ids(self, ids: Sequence[str] | None) -> list[str]:
+        if ids is not None:
+            return list(dict.fromkeys(ids))
+        return [_member_id(m) for m in self._client.zrange(self.key("failed"), 0, -1)]
+
+    def _workers_of(self, ids: Sequence[str], only: str | None) -> list[str]:
+        """The workers of the stored jobs among ``ids`` (only ``only``, if given)."""
+        raws = self._client.hmget(self.key("jobs"), ids)
+        names = {json.loads(raw)["worker"] for raw in raws if raw is not None}
+        return sorted(names if only is None else names & {only})
+
+    @staticmethod
+    def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+        for start in range(0, len(ids), CHUNK):
+            yield list(ids[start : start + CHUNK])
+
+    # -- the contract: reads -------------------------------------------------------------
+
+    def _workers(self) -> list[str]:
+        return sorted(_text(w) for w in self._client.smembers(self.key("workers")))
+
+    def jobs(
+        self, state: JobState, worker: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[JobRecord]:
+        state = JobState(state)
+        with self._guard("list jobs"):
+            if limit <= 0 or state is JobState.DONE:
+                return []
+            if state is JobState.FAILED:
+                ids = self._failed_page(worker, limit, offset)
+            elif state is JobState.RUNNING:
+                ids = self._running_page(worker, limit, offset)
+            else:
+                ids = self._queued_page(state, worker, limit, offset)
+            return [r for r in self._records(ids) if r is not None and r.state is state]
+
+    def _queued_page(
+        self, state: JobState, worker: str | None, limit: int, offset: int
+    ) -> list[str]:
+        """AVAILABLE (by seq) or SCHEDULED (by run_at, then seq) jobs, merged over workers."""
+        workers = [worker] if worker is not None else self._workers()
+        pipe = self._pipe()
+        if state is JobState.SCHEDULED:
+            for w in workers:
+                pipe.zrange(self._scheduled(w), 0, offset + limit - 1, withscores=True)
+            found = pipe.execute()
+            entries = sorted((score, m) for pairs in found for m, score in pairs)
+            return [_member_id(m) for _, m in entries[offset : offset + limit]]
+        # available:<w> scores are node_deaths * LEVEL + seq: the oldest jobs that never lost
+        # a node, and every job that did (few), merged by seq.
+        for w in workers:
+            pipe.zrangebyscore(
+                self._available(w), 0, f"({LEVEL}", start=0, num=offset + limit, withscores=True
+            )
+            pipe.zrangebyscore(self._available(w), LEVEL, "+inf", withscores=True)
+        found = pipe.execute()
+        queued = sorted((int(score) % LEVEL, _text(m)) for pairs in found for m, score in pairs)
+        return [job_id for _, job_id in queued[offset : offset + limit]]
+
+    def _running_page(self, worker: str | None, limit: int, offset: int) -> list[str]:
+        claimers = sorted(_text(n) for n in self._client.smembers(self.key("claimers")))
+        pipe = self._pipe()
+        for n in claimers:
+            pipe.hgetall(self._claims(n))
+        held = pipe.execute()
+        ids = [
+            _text(job_id)
+            for claims in held
+            for job_id, w in claims.items()
+            if worker is None or _text(w) == worker
+        ]
+        raws = self._client.hmget(self.key("jobs"), ids) if ids else []
+        seqs = sorted(
+            (json.loads(raw)["seq"], job_id)
+            for job_id, raw in zip(ids, raws, strict=True)
+            if raw is not None
+        )
+        return [job_id for _, job_id in seqs[offset : offset + limit]]
+
+    def _failed_page(self, worker: str | None, limit: int, offset: int) -> list[str]:
+        """FAILED jobs newest first (ties: latest enqueued first)."""
+        key = self.key("failed")
+        if worker is None:
+            return [_member_id(m) for m in self._client.zrevrange(key, offset, offset + limit - 1)]
+        ids: list[str] = []
+        skip, start = offset, 0
+        while len(ids) < limit:
+            members = self._client.zrevrange(key, start, start + PAGE - 1)
+            if not members:
+                break
+            start += PAGE
+            page = [_member_id(m) for m in members]
+            raws = self._client.hmget(self.key("jobs"), page)
+            for job_id, raw in zip(page, raws, strict=True):
+                if raw is None or json.loads(raw)["worker"] != worker:
+                    continue
+                if skip:
+                    skip -= 1
+                elif len(ids) < limit:
+                    ids.append(job_id)
+        return ids
+
+    def _records(self, ids: Sequence[str]) -> list[JobRecord | None]:
+        if not ids:
+            return []
+        pipe = self._pipe()
+        pipe.hmget(self.key("jobs"), ids)
+        pipe.hmget(self.key("payloads"), ids)
+        pipe.hmget(self.key("errors"), ids)
+        raws, payloads, errors = pipe.execute()
+        return [
+            _record(job_id, raw, payload, error)
+            for job_id, raw, payload, error in zip(ids, raws, payloads, errors, strict=True)
+        ]
+
+    def nodes(self) -> list[NodeInfo]:
+        with self._guard("list nodes"):
+            pipe = self._pipe()
+            pipe.zrange(self.key("nodes"), 0, -1, withscores=True)
+            pipe.hgetall(self.key("nodeinfo"))
+            beats, infos = pipe.execute()
+        nodes: list[NodeInfo] = []
+        for node, beat in beats:
+            raw = infos.get(node)
+            if raw is None:
+                continue
+            info = json.loads(raw)
+            nodes.append(
+                NodeInfo(
+                    _text(node),
+                    info["host"],
+                    int(info["pid"]),
+                    float(info["started_at"]),
+                    float(beat),
+                    tuple(info.get("workers", ())),
+                )
+            )
+        nodes.sort(key=lambda n: (n.started_at, n.id))
+        return nodes
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self._guard("get job"):
+            (record,) = self._records([job_id])
+            return record
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        with self._guard("count jobs"):
+            workers = self._workers()
+            pipe = self._pipe()
+            for w in workers:
+                pipe.zcard(self._available(w))
+            for w in workers:
+                pipe.zcard(self._scheduled(w))
+            for name in ("count:running", "count:failed", "count:done"):
+                pipe.hgetall(self.key(name))
+            sizes = pipe.execute()
+        counts: dict[str, dict[str, int]] = {}
+
+        def add(worker: str, state: str, n: int) -> None:
+            if n > 0:
+                counts.setdefault(worker, {})[state] = n
+
+        n = len(workers)
+        for i, worker in enumerate(workers):
+            add(worker, JobState.AVAILABLE.value, int(sizes[i]))
+            add(worker, JobState.SCHEDULED.value, int(sizes[n + i]))
+        for state, values in zip(("running", "failed", "done"), sizes[2 * n :], strict=True):
+            for worker, value in values.items():
+                add(_text(worker), state, int(value))
+        return {w: counts[w] for w in sorted(counts)}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._pool.disconnect()
+
+
+def _record(
+    job_id: str, raw: bytes | None, payload: bytes | None, errors: bytes | None
+) -> JobRecord | None:
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    return JobRecord(
+        id=job_id,
+        worker=data["worker"],
+        state=JobState(data["state"]),
+        payload=bytes(payload or b""),
+        attempt=int(data["attempt"]),
+        enqueued_at=float(data["enqueued_at"]),
+        run_at=_opt_float(data.get("run_at")),
+        started_at=_opt_float(data.get("started_at")),
+        finished_at=_opt_float(data.get("finished_at")),
+        node=data.get("node"),
+        errors=[JobError.from_dict(e) for e in json.loads(errors)] if errors else [],
+        options=json.loads(data["options"]) if data.get("options") else {},
+    )
