@@ -210,3 +210,34 @@ def test_long_cpu_bound_jobs_are_not_taken_over_while_their_node_lives(
     assert hog.info() is None and hog_sync.info() is None  # done, acknowledged once
     assert node.stats.acks_rejected == 0 and node.stats.done == 2
     assert app.counts()["tests.CpuHog"] == {"done": 1}
+
+
+class LostReply:
+    """A backend whose claim happens but whose reply is lost, once (a timeout, a dropped
+    connection after the store ran the claim)."""
+
+    def __init__(self, backend: object) -> None:
+        self._backend = backend
+        self.lost: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._backend, name)
+
+    def claim(self, node_id: str, wants: dict[str, int], **options: object) -> list[object]:
+        claimed = self._backend.claim(node_id, wants, **options)  # type: ignore[attr-defined]
+        if claimed and not self.lost:
+            self.lost = [c.id for c in claimed]
+            raise ConnectionError("the reply was lost")
+        return list(claimed)
+
+
+def test_claims_whose_reply_was_lost_are_handed_back_and_run(app: toniq.Toniq) -> None:
+    handles = [toniq.enqueue(Echo, i) for i in range(5)]
+    wrapper = LostReply(app.backend)
+    app._backend = wrapper  # type: ignore[assignment]
+    # A long takeover timeout: only the node's own reconciliation can recover the jobs.
+    with toniq.Node(app, takeover_timeout=300) as node:
+        node.drain(timeout=10)
+    assert sorted(wrapper.lost) == sorted(h.id for h in handles)
+    assert sorted(c[1][0] for c in probe.calls) == list(range(5))
+    assert all(h.info() is None for h in handles)

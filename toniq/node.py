@@ -106,6 +106,8 @@ class Node:
         self._tasks: dict[asyncio.Task[None], ClaimedJob | None] = {}
         self._outcomes: list[tuple[Outcome, JobEvent, type[Worker] | None]] = []
         self._acking = False
+        self._acks_in_flight: set[tuple[str, str]] = set()
+        self._reconcile = False
         self._closing = False
         self._local: collections.deque[_LocalJob] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -363,6 +365,8 @@ class Node:
             wants = self._wants() if backend is not None else {}
             if wants:
                 assert backend is not None
+                if self._reconcile:
+                    await self._hand_back_ghosts()  # before claiming: they are claimable again
                 try:
                     claimed = await self._call(
                         functools.partial(
@@ -376,6 +380,9 @@ class Node:
                     failures = 0
                 except Exception as exc:
                     failures += 1
+                    # The claim may have happened with its reply lost: look for such
+                    # "ghost" claims once the store answers again.
+                    self._reconcile = True
                     delay = min(self.settings.poll_interval * 2**failures, 5.0)
                     logger.warning("claiming jobs failed (%s); trying again in %.2fs", exc, delay)
                     await self._sleep_or_wake(delay)
@@ -398,6 +405,27 @@ class Node:
                 continue  # more may be waiting: ask again at once
             timeout = self.settings.poll_interval if backend is not None else None
             await self._sleep_or_wake(timeout)
+
+    async def _hand_back_ghosts(self) -> None:
+        """Hand back jobs the store says this node holds but it does not run: claims whose
+        reply was lost (a timeout, a dropped connection). Called from the claim loop, so no
+        claim of ours is in flight; jobs that finished and wait for their ack are kept."""
+        backend = self.backend
+        assert backend is not None
+        try:
+            held = await self._call(backend.held_by, self.id)
+            mine = {(c.id, c.token) for c in self._tasks.values() if c is not None}
+            mine |= {(o.id, o.token) for o, _, _ in self._outcomes}
+            mine |= self._acks_in_flight
+            ghosts = [claim for claim in held if tuple(claim) not in mine]
+            if ghosts:
+                n = await self._call(backend.hand_back, self.id, ghosts)
+                logger.warning(
+                    "handed back %d job(s) claimed for this node whose claim reply was lost", n
+                )
+            self._reconcile = False
+        except Exception as exc:
+            logger.warning("could not check this node's claims yet (%s)", exc)
 
     async def _sleep_or_wake(self, timeout: float | None) -> None:
         if self._wake.is_set():
@@ -628,6 +656,7 @@ class Node:
         while self._outcomes and backend is not None:
             batch, self._outcomes = self._outcomes, []
             self._acking = True
+            self._acks_in_flight = {(o.id, o.token) for o, _, _ in batch}
             try:
                 report = await self._call(backend.ack, self.id, [o for o, _, _ in batch])
             except Exception as exc:
@@ -649,6 +678,7 @@ class Node:
                 continue
             finally:
                 self._acking = False
+                self._acks_in_flight = set()
             rejected = set(report.rejected)
             if rejected:
                 self.stats.acks_rejected += len(rejected)

@@ -397,3 +397,16 @@ def test_options_travel_with_the_job(backend: Backend) -> None:
     assert claimed.options == {"timeout": 2.5}
     record = backend.get_job(job.id)
     assert record is not None and record.options == {"timeout": 2.5}
+
+
+def test_held_by_lists_a_nodes_running_claims(backend: Backend) -> None:
+    backend.enqueue(new(n=3))
+    n = node(backend)
+    other = node(backend, "other")
+    mine = backend.claim(n, {W: 2})
+    theirs = backend.claim(other, {W: 1})
+    assert sorted(backend.held_by(n)) == sorted((c.id, c.token) for c in mine)
+    assert backend.held_by(other) == [(theirs[0].id, theirs[0].token)]
+    backend.ack(n, [Outcome(mine[0].id, mine[0].token, W)])
+    assert backend.held_by(n) == [(mine[1].id, mine[1].token)]
+    assert backend.held_by("ghost") == []

@@ -66,6 +66,10 @@ class Backend(Protocol):
         """Hand ``(id, token)`` claims back as AVAILABLE at once (graceful shutdown). The
         attempt they used is given back. Returns how many were still held."""
 
+    def held_by(self, node_id: str) -> list[tuple[str, str]]:
+        """The ``(id, token)`` of every RUNNING job the store says ``node_id`` holds. A node
+        compares it with what it runs to find claims whose reply it never received."""
+
     def register_node(self, info: NodeInfo) -> None:
         """Record a node as alive from now (its heartbeat time is the store's now)."""
 

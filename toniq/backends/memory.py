@@ -231,6 +231,17 @@ class MemoryBackend:
                 released += 1
             return released
 
+    def held_by(self, node_id: str) -> list[tuple[str, str]]:
+        with self._lock:
+            self._check()
+            return [
+                (row.record.id, row.token)
+                for row in self._rows.values()
+                if row.record.state is JobState.RUNNING
+                and row.record.node == node_id
+                and row.token is not None
+            ]
+
     def register_node(self, info: NodeInfo) -> None:
         with self._lock:
             self._check()

@@ -374,6 +374,19 @@ class RedisBackend:
                 args += [job_id, token]
             return int(self._run("hand_back", keys, args))
 
+    def held_by(self, node_id: str) -> list[tuple[str, str]]:
+        with self._guard("read claims"):
+            ids = [_text(i) for i in self._client.hkeys(self._claims(node_id))]
+            if not ids:
+                return []
+            raws = self._client.hmget(self.key("jobs"), ids)
+            held: list[tuple[str, str]] = []
+            for job_id, raw in zip(ids, raws, strict=True):
+                data = json.loads(raw) if raw is not None else {}
+                if data.get("state") == "running" and data.get("node") == node_id:
+                    held.append((job_id, str(data.get("token"))))
+            return held
+
     def register_node(self, info: NodeInfo) -> None:
         with self._guard("register node"):
             data = {

@@ -324,6 +324,12 @@ class SQLiteBackend:
                 released += cursor.rowcount
         return released
 
+    def held_by(self, node_id: str) -> list[tuple[str, str]]:
+        rows = self._read(
+            "SELECT id, token FROM toniq_jobs WHERE node = ? AND state = 'running'", (node_id,)
+        )
+        return [(job_id, token) for job_id, token in rows]
+
     def register_node(self, info: NodeInfo) -> None:
         with self._write() as conn:
             conn.execute(
