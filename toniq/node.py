@@ -108,6 +108,7 @@ class Node:
         self._acking = False
         self._acks_in_flight: set[tuple[str, str]] = set()
         self._reconcile = False
+        self._server_id: str | None = None
         self._closing = False
         self._local: collections.deque[_LocalJob] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -289,6 +290,9 @@ class Node:
                     target=self._maintain, name=f"toniq-maint-{self.id}", daemon=True
                 )
                 maintenance.start()
+                for warning in await self._call(backend.server_warnings):
+                    logger.warning("%s", warning)
+                self._server_id = await self._call(backend.server_id)
                 logger.info(
                     "toniq node %s started on %s with workers: %s",
                     self.id,
@@ -735,6 +739,18 @@ class Node:
 
     # -- the maintenance thread ------------------------------------------------------------
 
+    def _check_server_id(self, backend: Backend) -> None:
+        server_id = backend.server_id()
+        if server_id is not None and server_id != self._server_id:
+            if self._server_id is not None:
+                logger.warning(
+                    "the store's server restarted (run id %s, was %s): jobs it had not "
+                    "persisted are lost; see the persistence table in docs/redis.md",
+                    server_id,
+                    self._server_id,
+                )
+            self._server_id = server_id
+
     def _maintain(self) -> None:
         backend = self.backend
         assert backend is not None
@@ -753,6 +769,7 @@ class Node:
             try:
                 if now >= next_beat:
                     next_beat = now + s.heartbeat_interval
+                    self._check_server_id(backend)
                     if not backend.heartbeat(self.id):
                         logger.warning(
                             "node %s was presumed dead (no heartbeat for %.1fs) and its jobs "

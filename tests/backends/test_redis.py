@@ -374,3 +374,42 @@ def test_threads_share_one_backend(backend: RedisBackend) -> None:
         t.join()
     assert len(got) == len(set(got)) == 400
     assert backend.counts() == {W: {"done": 400}}
+
+
+def test_startup_checks_warn_about_eviction_and_no_persistence(tmp_path: Path) -> None:
+    from toniq.backends.redis import RedisBackend
+
+    (tmp_path / "checks").mkdir()
+    server = RedisServer(directory=tmp_path / "checks").start()
+    try:
+        backend = RedisBackend(server.url())
+        warnings = backend.server_warnings()
+        assert any("persists nothing" in w for w in warnings)  # the test server: --save ""
+        client = server.client()
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        client.config_set("appendonly", "yes")
+        warnings = backend.server_warnings()
+        assert any("allkeys-lru" in w and "noeviction" in w for w in warnings)
+        assert not any("persist" in w for w in warnings)
+        client.config_set("maxmemory-policy", "noeviction")
+        assert backend.server_warnings() == []
+        run_id = backend.server_id()
+        assert run_id and backend.server_id() == run_id
+        server.restart()
+        assert backend.server_id() not in (None, run_id)
+        backend.close()
+    finally:
+        server.stop()
+
+
+def test_a_node_logs_the_startup_checks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import toniq
+    from tests.conftest import FAST, backend_url
+
+    app = toniq.Toniq(backend_url("redis", tmp_path), **FAST)
+    with caplog.at_level(logging.WARNING, logger="toniq"), toniq.Node(app, workers=[]):
+        pass
+    app.close()
+    assert "Redis persists nothing" in caplog.text

@@ -123,5 +123,12 @@ class Backend(Protocol):
     def counts(self) -> dict[str, dict[str, int]]:
         """``{worker: {state: n}}`` over stored jobs, plus the ``done`` counter."""
 
+    def server_warnings(self) -> list[str]:
+        """What about the store's own configuration can lose jobs (a Redis that evicts keys
+        or persists nothing); a node logs each at WARNING when it starts. Empty if nothing."""
+
+    def server_id(self) -> str | None:
+        """An id that changes when the store's server restarts (Redis's run id), or None."""
+
     def close(self) -> None:
         """Release connections. Later calls raise :class:`toniq.StoreClosedError`."""

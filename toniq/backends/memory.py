@@ -409,6 +409,12 @@ class MemoryBackend:
                 counts.setdefault(worker, {})["done"] = done
             return counts
 
+    def server_warnings(self) -> list[str]:
+        return []
+
+    def server_id(self) -> str | None:
+        return None
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

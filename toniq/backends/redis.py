@@ -739,6 +739,42 @@ class RedisBackend:
                 add(_text(worker), state, int(value))
         return {w: counts[w] for w in sorted(counts)}
 
+    def server_warnings(self) -> list[str]:
+        with self._guard("check the server"):
+            try:
+                config = self._client.config_get("*")
+            except redis.ResponseError as exc:  # CONFIG is often disabled on managed Redis
+                return [
+                    f"could not read the Redis configuration ({exc}); make sure "
+                    "maxmemory-policy is noeviction and persistence (AOF) is on"
+                ]
+        get = {_text(k or ""): _text(v or "") for k, v in config.items()}.get
+        warnings: list[str] = []
+        policy = get("maxmemory-policy") or "noeviction"
+        if policy != "noeviction":
+            warnings.append(
+                f"Redis maxmemory-policy is {policy}: under memory pressure Redis may evict "
+                "job keys and jobs are lost; set maxmemory-policy noeviction"
+            )
+        if get("appendonly") != "yes":
+            if not get("save"):
+                warnings.append(
+                    "Redis persists nothing (appendonly no, no save points): a Redis restart "
+                    "loses every job; set appendonly yes (see docs/redis.md)"
+                )
+            else:
+                warnings.append(
+                    "Redis persists only RDB snapshots: a Redis restart loses the jobs "
+                    "enqueued since the last snapshot; appendonly yes is safer (docs/redis.md)"
+                )
+        return warnings
+
+    def server_id(self) -> str | None:
+        with self._guard("read the server's run id"):
+            info = self._client.info("server")
+        run_id = info.get("run_id") if isinstance(info, dict) else None
+        return None if run_id is None else str(run_id)
+
     def close(self) -> None:
         with self._lock:
             if self._closed:

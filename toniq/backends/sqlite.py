@@ -532,6 +532,12 @@ class SQLiteBackend:
             counts.setdefault(worker, {})["done"] = value
         return counts
 
+    def server_warnings(self) -> list[str]:
+        return []
+
+    def server_id(self) -> str | None:
+        return None
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
