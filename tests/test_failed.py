@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import toniq
+import toniq.app
+from tests.conftest import FAST, backend_url
 from tests.workers import Echo, Fails, probe
 from toniq.cli import main
 
@@ -114,9 +118,19 @@ def cli(*args: str, input: str | None = None) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_cli_list_show_retry_delete(sqlite_app: toniq.Toniq) -> None:
-    ids = make_failed(sqlite_app, 3) + make_failed(sqlite_app, 1, FailsToo)
-    url = sqlite_app.url
+@pytest.fixture(params=["sqlite", "redis"])
+def stored_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[toniq.Toniq]:
+    """An app whose store another process (or a fresh Toniq, as the CLI makes) can see."""
+    app = toniq.configure(url=backend_url(request.param, tmp_path), **FAST)
+    yield app
+    app.close()
+    toniq.app._default = None
+
+
+def test_cli_list_show_retry_delete(stored_app: toniq.Toniq) -> None:
+    store = stored_app
+    ids = make_failed(store, 3) + make_failed(store, 1, FailsToo)
+    url = store.url
 
     code, out = cli("failed", "--url", url)
     assert code == 0
@@ -140,15 +154,15 @@ def test_cli_list_show_retry_delete(sqlite_app: toniq.Toniq) -> None:
 
     code, out = cli("failed", "--url", url, "retry", ids[0])
     assert code == 0 and "retried 1 job(s)" in out
-    assert sqlite_app.get_job(ids[0]).state is toniq.JobState.AVAILABLE  # type: ignore[union-attr]
+    assert store.get_job(ids[0]).state is toniq.JobState.AVAILABLE  # type: ignore[union-attr]
 
     code, out = cli("failed", "--url", url, "delete", ids[1])
-    assert code == 0 and sqlite_app.get_job(ids[1]) is None
+    assert code == 0 and store.get_job(ids[1]) is None
 
     # Bulk actions ask first; "n" changes nothing.
     code, out = cli("failed", "--url", url, "delete", "--all", input="n\n")
     assert code == 1 and "Delete 2 failed jobs?" in out
-    assert len(sqlite_app.failed_jobs()) == 2
+    assert len(store.failed_jobs()) == 2
     code, out = cli("failed", "--url", url, "retry", "--all", "--worker", "tests.FailsToo", "--yes")
     assert code == 0 and "retried 1 job(s)" in out
     code, out = cli("failed", "--url", url, "delete", "--all", input="y\n")
@@ -157,8 +171,9 @@ def test_cli_list_show_retry_delete(sqlite_app: toniq.Toniq) -> None:
     assert out.strip() == "no failed jobs"
 
 
-def test_cli_errors(sqlite_app: toniq.Toniq) -> None:
-    url = sqlite_app.url
+def test_cli_errors(stored_app: toniq.Toniq) -> None:
+    store = stored_app
+    url = store.url
     result = CliRunner().invoke(main, ["failed", "--url", url, "show", "nope"])
     assert result.exit_code == 1 and "no job nope" in result.output
     result = CliRunner().invoke(main, ["failed", "--url", url, "retry"])
@@ -166,6 +181,6 @@ def test_cli_errors(sqlite_app: toniq.Toniq) -> None:
     result = CliRunner().invoke(main, ["failed", "--url", url, "retry", "x", "--all"])
     assert result.exit_code == 2 and "not both" in result.output
     Echo.enqueue(1)
-    (record,) = sqlite_app.jobs("available")
+    (record,) = store.jobs("available")
     result = CliRunner().invoke(main, ["failed", "--url", url, "delete", record.id])
     assert result.exit_code == 1 and "not failed, or not found" in result.output
