@@ -4,6 +4,9 @@ one on 6379, with its own directory (and a Unix socket in it).
 Fault tests reuse it: :meth:`RedisServer.kill` is ``kill -9``, :meth:`RedisServer.restart`
 starts again on the same port and directory (so an AOF file, if ``args`` turned it on, is
 replayed).
+
+:class:`RedisCluster` is a private three-master Redis Cluster (no replicas), made of such
+servers and joined with ``redis-cli --cluster create``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_cluster_port(taken: Sequence[int] = ()) -> int:
+    """A free port whose cluster bus port (``port + 10000``) is free too; never 6379."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535 or port in (6379, *taken) or port + 10000 in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -236,6 +254,131 @@ class RedisServer:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+
+class RedisCluster:
+    """A private Redis Cluster: ``masters`` ``redis-server --cluster-enabled yes`` processes
+    (no replicas, nothing persisted) on free loopback ports, each in a directory of its own
+    under one temporary directory, joined by ``redis-cli --cluster create``. Like
+    :class:`RedisServer`, the servers die with the test process."""
+
+    def __init__(self, masters: int = 3, *, binary: str | None = None) -> None:
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        if not Path(cli).exists():
+            raise RuntimeError("redis-cli is not installed (Debian: apt-get install redis-server)")
+        self.cli = cli
+        self.dir = Path(tempfile.mkdtemp(prefix="toniq-cluster-"))
+        ports: list[int] = []
+        for _ in range(masters):
+            ports.append(free_cluster_port(ports))
+        self.servers = [
+            RedisServer(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(self.dir / str(port) / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "5000",
+                ],
+                port=port,
+                directory=self.dir / str(port),
+                binary=binary,
+            )
+            for port in ports
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [server.port for server in self.servers]
+
+    def url(self, **query: str) -> str:
+        """A toniq URL for this cluster (through its first node: the others are found)."""
+        extra = "".join(f"&{k}={v}" for k, v in query.items())
+        return f"redis://127.0.0.1:{self.ports[0]}/0?cluster=yes{extra}"
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.ports[0], socket_timeout=5)
+
+    def start(self, timeout: float = 30.0) -> RedisCluster:
+        try:
+            for server in self.servers:
+                server.dir.mkdir(parents=True, exist_ok=True)
+                server.start()
+            addresses = [f"127.0.0.1:{port}" for port in self.ports]
+            done = subprocess.run(
+                [
+                    self.cli,
+                    "--cluster",
+                    "create",
+                    *addresses,
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout,
+                preexec_fn=_die_with_parent,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"redis-cli --cluster create failed: {done.stdout.decode()}"
+                    f"{done.stderr.decode()}"
+                )
+            self._wait_until_ok(timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def _wait_until_ok(self, timeout: float) -> None:
+        """Until every node says ``cluster_state:ok`` and knows every other node."""
+        deadline = time.monotonic() + timeout
+        clients = [server.client() for server in self.servers]
+        try:
+            while True:
+                infos = [client.cluster("INFO") for client in clients]
+                if all(
+                    info.get("cluster_state") == "ok"
+                    and int(info.get("cluster_known_nodes", 0)) == len(clients)
+                    and int(info.get("cluster_slots_ok", 0)) == 16384
+                    for info in infos
+                ):
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the cluster is not ok after {timeout}s: {infos}")
+                time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
+
+    def flushall(self) -> None:
+        """Empty every master (each node holds the keys of its own slots)."""
+        for server in self.servers:
+            if server.running:
+                client = server.client()
+                try:
+                    client.flushall()
+                finally:
+                    client.close()
+
+    def cleanup(self) -> None:
+        """Stop every server and delete the cluster's directory."""
+        for server in self.servers:
+            server.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisCluster:
         return self.start()
 
     def __exit__(

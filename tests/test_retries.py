@@ -46,8 +46,9 @@ def test_a_job_that_always_raises_runs_retries_plus_one_times(
     assert record is not None
     assert [e.attempt for e in record.errors] == [1, 2, 3, 4]
     assert [e.message for e in record.errors] == [f"always failed run {i}" for i in range(1, 5)]
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    about_it = [r for r in caplog.records if handle.id in r.getMessage()]
+    warnings = [r for r in about_it if r.levelno == logging.WARNING]
+    errors = [r for r in about_it if r.levelno == logging.ERROR]
     assert len(warnings) == 3 and len(errors) == 1
     assert "attempt 1 of 4" in warnings[0].getMessage()
     assert "retrying in" in warnings[0].getMessage()

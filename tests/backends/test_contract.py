@@ -1,6 +1,7 @@
 """The backend contract: every backend must pass this suite unchanged.
 
-A new backend joins by adding its URL to ``conftest.BACKENDS``.
+A new backend joins by adding its URL to ``conftest.BACKENDS``. The suite also runs on a
+Redis Cluster (``conftest.CONTRACT_BACKENDS``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import backend_url
+from tests.conftest import CONTRACT_BACKENDS, backend_url
 from toniq.backends import Backend, from_url
 from toniq.errors import EnqueueError, StoreClosedError
 from toniq.job import (
@@ -29,6 +30,11 @@ from toniq.serialization import dumps
 
 W = "contract.W"
 V = "contract.V"
+
+
+@pytest.fixture(params=CONTRACT_BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ __all__ = ["Backend", "from_url"]
 def from_url(url: str) -> Backend:
     """Make the backend a URL names: ``memory://``, ``sqlite:///path``, or Redis:
     ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path?db=0``
-    (query options ``queue=name`` and ``timeout=seconds``)."""
+    (query options ``queue=name`` and ``timeout=seconds``; ``cluster=yes`` for a Redis
+    Cluster, see docs/redis.md)."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "memory":
         from toniq.backends.memory import MemoryBackend

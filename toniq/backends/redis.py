@@ -1,4 +1,5 @@
-"""The Redis backend (``redis://``, ``rediss://``, ``unix://``): many machines, one queue.
+"""The Redis backend (``redis://``, ``rediss://``, ``unix://``; a Redis Cluster with
+``?cluster=yes``): many machines, one queue.
 
 Every state change is one Lua script (``toniq/backends/lua/*.lua``; each file's header lists
 the keys and arguments it uses). Times come from the Redis server's ``TIME`` inside the
@@ -43,6 +44,17 @@ anything: only the script does, atomically.
 URL options (query string): ``queue`` (default ``default``) names the queue; ``timeout``
 (seconds, default 2) bounds connecting and every command, so ``enqueue`` fails fast when
 Redis is unreachable. Other options go to redis-py (``ssl_cert_reqs``, ``ssl_ca_certs``...).
+
+Redis Cluster: ``redis://host:port/0?cluster=yes`` (or ``rediss://``), the URL redis-py's
+``RedisCluster.from_url`` takes plus ``cluster=yes``; optional ``startup_nodes=h1:p1,h2:p2``
+(more nodes to discover the cluster from, if the URL's is down). The client is
+``redis.cluster.RedisCluster``: it sends each script (EVALSHA) and each read to the master of
+the queue's slot, follows MOVED/ASK redirects (the command did not run), and retries nothing
+else, like the single-node client. Keyless commands (``TIME`` in take-over's first phase,
+``INFO``, ``CONFIG GET``) go to that master too (:meth:`RedisBackend._on_master`). There is
+no database but 0, and no Unix socket (redis-py's cluster client has neither). The client is
+made on first use, as RedisCluster reads the slot map as it is made: configuring toniq never
+needs the cluster up.
 """
 
 from __future__ import annotations
@@ -56,12 +68,14 @@ from contextlib import contextmanager
 from functools import cache
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.client import Pipeline
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from toniq.errors import ConfigurationError, EnqueueError, StoreClosedError, StoreError
@@ -145,6 +159,57 @@ def parse_url(url: str) -> tuple[str, str, float]:
     return base + (f"?{urlencode(rest)}" if rest else ""), queue, timeout
 
 
+_YES = {"yes", "true", "1", "on"}
+_NO = {"no", "false", "0", "off", ""}
+
+
+def parse_cluster(target: str, shown: str) -> tuple[str, list[tuple[str, int]] | None]:
+    """Take the Redis Cluster options off a redis-py URL (``target``, from :func:`parse_url`):
+    ``(url for redis-py, extra startup nodes as (host, port))``, the nodes ``None`` unless
+    ``cluster=yes``. ``shown`` is the URL without its password, for messages."""
+    base, _, query = target.partition("?")
+    rest: list[tuple[str, str]] = []
+    cluster, seeds = None, ""
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "cluster":
+            if value.lower() not in _YES | _NO:
+                raise ConfigurationError(f"bad cluster {value!r} in {shown}: yes or no")
+            cluster = value.lower() in _YES
+        elif key == "startup_nodes":
+            seeds = value
+        else:
+            rest.append((key, value))
+    if cluster is None and not seeds:
+        return target, None  # a single Redis: the URL as it came
+    url = base + (f"?{urlencode(rest)}" if rest else "")
+    if not cluster:
+        if seeds:
+            raise ConfigurationError(f"startup_nodes without cluster=yes in {shown}")
+        return url, None
+    if not url.startswith(("redis://", "rediss://")):
+        raise ConfigurationError(
+            f"Redis Cluster needs a redis:// or rediss:// URL (no Unix socket): {shown}"
+        )
+    try:  # what RedisCluster.from_url will parse, so a bad option fails here
+        redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ConfigurationError(f"bad Redis URL {shown}: {exc}") from exc
+    parts = urlsplit(url)
+    db = dict(parse_qsl(parts.query)).get("db") or parts.path.strip("/") or "0"
+    if db != "0":  # redis-py: the query's db, else the path's
+        raise ConfigurationError(
+            f"Redis Cluster has only database 0, not {db!r}: {shown} (use queue=... to keep "
+            "apps apart)"
+        )
+    nodes: list[tuple[str, int]] = []
+    for seed in filter(None, seeds.split(",")):
+        host, _, port = seed.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(f"bad startup node {seed!r} in {shown}: host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return url, nodes
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -167,10 +232,23 @@ class RedisBackend:
     """Jobs in Redis. See :class:`toniq.backends.Backend` for the contract, and this
     module's docstring for the key layout."""
 
+    _client: redis.Redis | RedisCluster
+    _scripts: dict[str, Script]
+
     def __init__(self, url: str) -> None:
         self.url = redact(url)
         target, self.queue, self.timeout = parse_url(url)
         self.prefix = f"toniq:{{{self.queue}}}:"
+        target, seeds = parse_cluster(target, self.url)
+        self._closed = False
+        self._lock = threading.Lock()
+        #: Redis Cluster: what to connect with on first use (:meth:`_connect`); None on a
+        #: single Redis, and once connected.
+        self._pending: tuple[str, list[tuple[str, int]]] | None = None
+        self._pool: redis.ConnectionPool | None = None
+        if seeds is not None:
+            self._pending = (target, seeds)
+            return
         try:
             self._pool = redis.ConnectionPool.from_url(
                 target,
@@ -184,11 +262,49 @@ class RedisBackend:
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL {self.url}: {exc}") from exc
         self._client = redis.Redis(connection_pool=self._pool)
-        self._scripts: dict[str, Script] = {
+        self._scripts = {
             name: self._client.register_script(script_source(name)) for name in _SCRIPTS
         }
-        self._closed = False
-        self._lock = threading.Lock()
+
+    @property
+    def cluster(self) -> bool:
+        """Whether this backend talks to a Redis Cluster (``?cluster=yes``)."""
+        return self._pool is None
+
+    def _connect(self) -> None:
+        """Redis Cluster: make the client on first use (from :meth:`_guard`). RedisCluster
+        reads the slot map from a node as it is made: made in ``__init__``, it would make
+        configuring toniq fail while the cluster is down (a single Redis connects lazily)."""
+        with self._lock:
+            if self._pending is None:
+                return
+            if self._closed:
+                raise redis.ConnectionError("closed")
+            url, seeds = self._pending
+            client = RedisCluster.from_url(
+                url,
+                startup_nodes=[
+                    ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                    for host, port in seeds
+                ],
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                # As on a single Redis: no blind retries (see above). RedisCluster still
+                # follows MOVED and ASK redirects: those commands did not run.
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._scripts = {name: client.register_script(script_source(name)) for name in _SCRIPTS}
+            self._client = client
+            self._pending = None
+
+    def _on_master(self) -> dict[str, Any]:
+        """Options that send a keyless command (TIME, INFO, CONFIG GET) to the server that
+        holds this queue: on a Redis Cluster the master of its slot, whose clock the scripts
+        read (redis-py would pick a default node); nothing on a single Redis."""
+        if isinstance(self._client, RedisCluster):
+            node = self._client.get_node_from_key(self.key("jobs"))  # type: ignore[no-untyped-call]
+            return {"target_nodes": node}
+        return {}
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -215,6 +331,8 @@ class RedisBackend:
                 raise EnqueueError(f"{self.url} backend is closed; the job was not stored")
             raise StoreClosedError(f"{self.url} backend is closed")
         try:
+            if self._pending is not None:
+                self._connect()
             yield
         except redis.TimeoutError as exc:
             if error is EnqueueError:
@@ -229,11 +347,15 @@ class RedisBackend:
             raise error(f"{what}: cannot reach {self.url}: {exc}") from exc
         except redis.RedisError as exc:
             raise error(f"{what}: {self.url}: {exc}") from exc
+        except RedisClusterException as exc:  # no node reachable, no slot map...
+            if self._closed:
+                raise StoreClosedError(f"{self.url} backend is closed") from exc
+            raise error(f"{what}: {self.url}: {exc}") from exc
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return self._scripts[name](keys=list(keys), args=list(args))
 
-    def _pipe(self) -> Pipeline:
+    def _pipe(self) -> Pipeline | ClusterPipeline:
         """Several reads in one round trip (no MULTI: reads need no transaction)."""
         return self._client.pipeline(transaction=False)
 
@@ -420,10 +542,14 @@ class RedisBackend:
         """Phase 1 of take_over, read-only: registered nodes that look dead by the server's
         clock, nodes with claims but no registration, and the workers of their claims."""
         pipe = self._pipe()
-        pipe.time()
+        if isinstance(pipe, Pipeline):
+            pipe.time()
         pipe.zrange(self.key("nodes"), 0, -1, withscores=True)
         pipe.smembers(self.key("claimers"))
-        (sec, usec), nodes, claimers = pipe.execute()
+        *clock, nodes, claimers = pipe.execute()
+        # A cluster pipeline refuses keyless commands: there TIME goes alone, to the master
+        # of the queue's slot (whose clock the scripts read).
+        sec, usec = clock[0] if clock else self._client.time(**self._on_master())
         now = int(sec) + int(usec) / 1e6
         registered = {_text(node) for node, _ in nodes}
         candidates = [_text(node) for node, beat in nodes if float(beat) < now - timeout]
@@ -742,7 +868,7 @@ class RedisBackend:
     def server_warnings(self) -> list[str]:
         with self._guard("check the server"):
             try:
-                config = self._client.config_get("*")
+                config = self._client.config_get("*", **self._on_master())
             except redis.ResponseError as exc:  # CONFIG is often disabled on managed Redis
                 return [
                     f"could not read the Redis configuration ({exc}); make sure "
@@ -771,7 +897,7 @@ class RedisBackend:
 
     def server_id(self) -> str | None:
         with self._guard("read the server's run id"):
-            info = self._client.info("server")
+            info = self._client.info("server", **self._on_master())
         run_id = info.get("run_id") if isinstance(info, dict) else None
         return None if run_id is None else str(run_id)
 
@@ -780,7 +906,10 @@ class RedisBackend:
             if self._closed:
                 return
             self._closed = True
-        self._pool.disconnect()
+            if self._pool is not None:
+                self._pool.disconnect()
+            elif self._pending is None:
+                self._client.close()
 
 
 def _record(
