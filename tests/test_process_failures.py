@@ -3,7 +3,7 @@ for its retry, retries and their backoff across processes. Real SQLite file, rea
 no mocks.
 
 The harness (node processes started with ``python -m toniq worker``, the ledger, waiting on
-conditions against deadlines) is the one of ``tests/test_processes.py``; the workers are in
+conditions against deadlines) is ``tests/proc_harness.py``; the workers are in
 ``tests/fixtures/procjobs.py``. Each test prints what it measured (see it with ``-s``).
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 import toniq
-from tests.test_processes import Entry, Procs, keys
-from tests.test_processes import procs as procs  # the fixture, for the tests of this module
+from tests.proc_harness import Entry, Procs, keys
+from tests.proc_harness import procs as procs  # the fixture, for the tests of this module
 from toniq.job import NODE_LOST, NewJob
 from toniq.serialization import dumps
 

@@ -33,7 +33,9 @@ class StoreClosedError(StoreError):
 
 
 class EnqueueError(StoreError):
-    """A job could not be stored. The job does not exist; it is safe to try again."""
+    """A job could not be stored. Nothing half-written is left behind. When the store did
+    not answer in time (a timeout, a connection dropped mid-call) the message says the job
+    *may* have been stored: retrying then risks running it twice, so make it idempotent."""
 
 
 class UnknownWorkerError(ToniqError, LookupError):

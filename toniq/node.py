@@ -109,6 +109,7 @@ class Node:
         self._acks_in_flight: set[tuple[str, str]] = set()
         self._reconcile = False
         self._server_id: str | None = None
+        self._store_ok_since: float | None = None
         self._closing = False
         self._local: collections.deque[_LocalJob] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -139,8 +140,11 @@ class Node:
         return len(self._tasks)
 
     def run(self, *, burst: bool = False, install_signal_handlers: bool = True) -> None:
-        """Run in this thread until SIGINT/SIGTERM (or, with ``burst``, no job is left)."""
+        """Run in this thread until SIGINT/SIGTERM (or, with ``burst``, no job is left).
+        Raises what kept the node from starting (e.g. :class:`toniq.StoreError`)."""
         asyncio.run(self._main(burst, install_signal_handlers))
+        if self._start_error is not None:
+            raise self._start_error
 
     async def _main(self, burst: bool, install_signal_handlers: bool) -> None:
         if install_signal_handlers:
@@ -739,6 +743,9 @@ class Node:
 
     # -- the maintenance thread ------------------------------------------------------------
 
+    def _store_ok_for(self, now: float) -> float:
+        return 0.0 if self._store_ok_since is None else now - self._store_ok_since
+
     def _check_server_id(self, backend: Backend) -> None:
         server_id = backend.server_id()
         if server_id is not None and server_id != self._server_id:
@@ -750,6 +757,7 @@ class Node:
                     self._server_id,
                 )
             self._server_id = server_id
+            self._store_ok_since = time.monotonic()  # others' heartbeats need time too
 
     def _maintain(self) -> None:
         backend = self.backend
@@ -760,6 +768,11 @@ class Node:
         next_takeover = now + s.takeover_interval
         next_unknown = now + min(s.unknown_worker_timeout, 10.0)
         next_prune = now  # prune failed jobs once at start, then every minute
+        # Since when this node has reached the store without a failure. After an outage,
+        # every node's heartbeat looks stale: a node takes over others only once it has been
+        # back for takeover_timeout itself, so live nodes that could not reach the store
+        # either have had the time to heart-beat again.
+        self._store_ok_since = now
         while True:
             due = min(next_beat, next_takeover, next_unknown, next_prune)
             wait = max(0.0, due - time.monotonic())
@@ -779,7 +792,9 @@ class Node:
                         )
                         self.stats.taken_over += 1
                         backend.register_node(self._info())
-                if now >= next_takeover:
+                if now >= next_takeover and self._store_ok_for(now) < s.takeover_timeout:
+                    next_takeover = now + s.takeover_interval
+                elif now >= next_takeover:
                     next_takeover = now + s.takeover_interval
                     report = backend.take_over(s.takeover_timeout, s.max_node_deaths)
                     if report.dead_nodes or report.requeued or report.failed:
@@ -809,5 +824,8 @@ class Node:
                             s.failed_max_count,
                             s.failed_max_age / 86400,
                         )
+                if self._store_ok_since is None:
+                    self._store_ok_since = now
             except Exception:
+                self._store_ok_since = None
                 logger.exception("node %s maintenance step failed; trying again", self.id)
