@@ -1,0 +1,84 @@
+"""toniq: ``async def`` jobs (or ``def`` jobs with ``BENCH_SETTINGS={"jobs": "def"}``), the
+default node settings, ``toniq worker adapters.toniq_bench --log-level WARNING``.
+
+Bulk: toniq has no public bulk-enqueue API yet, so W1-bulk calls ``app.backend.enqueue`` with
+lists of ``NewJob`` made by the app's own (private) ``_prepare``: the path ``toniq.enqueue``
+takes, minus one store call per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import toniq
+
+from adapters.base import HANG_POLL, Adapter, settings, url
+from common import job_marks, mark
+
+SETTINGS = settings()
+#: workload T: toniq's defaults, or the short settings
+SHORT = {"heartbeat_interval": 0.5, "takeover_timeout": 2.0, "takeover_interval": 0.5}
+
+app = toniq.configure(url=url(), **(SHORT if SETTINGS.get("takeover") == "short" else {}))
+
+
+class Noop(toniq.Worker, name="bench.noop"):
+    async def perform(self, i: int) -> None:
+        mark(i)
+
+
+class NoopDef(toniq.Worker, name="bench.noop_def"):
+    def perform(self, i: int) -> None:
+        mark(i)
+
+
+class Sleep(toniq.Worker, name="bench.sleep"):
+    async def perform(self, i: int) -> None:
+        await asyncio.sleep(1)
+        mark(i)
+
+
+class Hang(toniq.Worker, name="bench.hang"):
+    async def perform(self, i: int) -> None:
+        mark(i)
+        marks = job_marks()
+        while not marks.released():
+            await asyncio.sleep(HANG_POLL)
+
+
+class HangDef(toniq.Worker, name="bench.hang_def"):
+    def perform(self, i: int) -> None:
+        mark(i)
+        marks = job_marks()
+        while not marks.released():
+            time.sleep(HANG_POLL)
+
+
+DEF = SETTINGS.get("jobs") == "def"
+WORKERS: dict[str, Any] = {
+    "noop": NoopDef if DEF else Noop,
+    "sleep": Sleep,
+    "hang": HangDef if DEF else Hang,
+}
+
+
+class Bench(Adapter):
+    bulk = "app.backend.enqueue([NewJob, ...]) in lists of 1,000 (no public bulk API yet)"
+
+    def worker_argv(self) -> list[str]:
+        from adapters.base import venv_bin
+
+        return [venv_bin("toniq"), "worker", "adapters.toniq_bench", "--log-level", "WARNING"]
+
+    def enqueue(self, kind: str, i: int) -> None:
+        app.enqueue(WORKERS[kind], i)
+
+    def enqueue_bulk(self, kind: str, indices: list[int]) -> None:
+        worker = WORKERS[kind]
+        jobs = [app._prepare(worker, (i,), {})[2] for i in indices]
+        app.backend.enqueue([j for j in jobs if j is not None])
+
+    def close(self) -> None:
+        app.close()
