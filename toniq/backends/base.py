@@ -27,6 +27,16 @@ from toniq.job import (
 )
 
 
+class NoServer:
+    """For stores with no server of their own to check (memory, SQLite)."""
+
+    def server_warnings(self) -> list[str]:
+        return []
+
+    def server_id(self) -> str | None:
+        return None
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Where jobs are stored. See the module docstring for the rules all methods follow."""

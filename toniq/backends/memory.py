@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from toniq.backends.base import NoServer
 from toniq.errors import EnqueueError, StoreClosedError
 from toniq.job import (
     CANNOT_RUN,
@@ -44,7 +45,7 @@ class _Queues:
     scheduled: list[tuple[float, int, str]] = field(default_factory=list)
 
 
-class MemoryBackend:
+class MemoryBackend(NoServer):
     """Jobs in a dict, guarded by one lock. See :class:`toniq.backends.Backend`."""
 
     def __init__(self, url: str = "memory://") -> None:
@@ -408,12 +409,6 @@ class MemoryBackend:
             for worker, done in self._done.items():
                 counts.setdefault(worker, {})["done"] = done
             return counts
-
-    def server_warnings(self) -> list[str]:
-        return []
-
-    def server_id(self) -> str | None:
-        return None
 
     def close(self) -> None:
         with self._lock:

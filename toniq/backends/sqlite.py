@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from toniq.backends.base import NoServer
 from toniq.errors import ConfigurationError, EnqueueError, StoreClosedError, StoreError
 from toniq.job import (
     CANNOT_RUN,
@@ -100,7 +101,7 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class SQLiteBackend:
+class SQLiteBackend(NoServer):
     """Jobs in a SQLite file. See :class:`toniq.backends.Backend` for the contract."""
 
     def __init__(self, url: str, *, synchronous: str = "NORMAL", busy_timeout: float = 30.0):
@@ -531,12 +532,6 @@ class SQLiteBackend:
         ):
             counts.setdefault(worker, {})["done"] = value
         return counts
-
-    def server_warnings(self) -> list[str]:
-        return []
-
-    def server_id(self) -> str | None:
-        return None
 
     def close(self) -> None:
         with self._lock:
