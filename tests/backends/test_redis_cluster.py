@@ -11,15 +11,13 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.backends.test_redis import W, new, node
 from tests.conftest import redis_cluster
 from tests.redis_server import RedisCluster
 from toniq.backends import from_url
 from toniq.backends.redis import RedisBackend, parse_cluster
 from toniq.errors import ConfigurationError, EnqueueError, StoreError
-from toniq.job import HELD, JobError, NewJob, NodeInfo, Outcome
-from toniq.serialization import dumps
-
-W = "cluster.W"
+from toniq.job import HELD, JobError, Outcome
 
 
 @pytest.fixture
@@ -34,19 +32,6 @@ def masters(cluster: RedisCluster) -> Iterator[list[redis.Redis]]:
     yield clients
     for client in clients:
         client.close()
-
-
-def new(n: int = 1, worker: str = W, run_at: float | None = None) -> list[NewJob]:
-    stamp = time.monotonic_ns()
-    return [
-        NewJob(f"job-{stamp}-{i}", worker, dumps((i,), {}), time.time(), run_at) for i in range(n)
-    ]
-
-
-def node(backend: RedisBackend, name: str = "n1", workers: tuple[str, ...] = (W,)) -> str:
-    now = time.time()
-    backend.register_node(NodeInfo(name, "host", 1, now, now, workers))
-    return name
 
 
 def keys_by_master(masters: list[redis.Redis]) -> list[set[str]]:

@@ -63,7 +63,8 @@ class Backend(Protocol):
         Jobs whose node died under them ``suspect_after`` times or more are *suspects*: they
         are handed out only to a node that runs nothing (``alone``), one at a time and with
         nothing else (``ClaimedJob.suspect``), so that if that node dies too, the death is
-        blamed on that job alone and not on jobs that happened to share its node."""
+        blamed on that job alone and not on jobs that happened to share its node.
+        ``suspect_after`` is at least 1."""
 
     def ack(self, node_id: str, outcomes: Sequence[Outcome]) -> AckReport:
         """Finish runs: a success deletes the job (a done counter is kept); an error is

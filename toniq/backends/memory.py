@@ -57,6 +57,7 @@ class MemoryBackend(NoServer):
         self._done: dict[str, int] = {}
         self._seq = itertools.count(1)
         self._closed = False
+        self._deaths = False  # has any job lost a node? (else no claim looks for suspects)
 
     def _check(self) -> None:
         if self._closed:
@@ -130,7 +131,7 @@ class MemoryBackend(NoServer):
             now = time.time()
             self._promote_due(now)
             token = secrets.token_hex(8)
-            if alone:
+            if alone and self._deaths:
                 suspects = [
                     row
                     for row in self._rows.values()
@@ -283,6 +284,7 @@ class MemoryBackend(NoServer):
             for row in lost:
                 record = row.record
                 row.node_deaths += 1
+                self._deaths = True
                 alone = company[record.node] == 1
                 if row.node_deaths >= max_node_deaths and not alone:
                     row.node_deaths = max_node_deaths - 1  # not proven guilty: a suspect

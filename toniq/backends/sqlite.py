@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS toniq_jobs (
 CREATE INDEX IF NOT EXISTS toniq_jobs_queue ON toniq_jobs (worker, state, seq);
 CREATE INDEX IF NOT EXISTS toniq_jobs_state ON toniq_jobs (state, run_at);
 CREATE INDEX IF NOT EXISTS toniq_jobs_finished ON toniq_jobs (state, finished_at);
+CREATE INDEX IF NOT EXISTS toniq_jobs_suspects ON toniq_jobs (state, seq) WHERE node_deaths > 0;
 CREATE INDEX IF NOT EXISTS toniq_jobs_node ON toniq_jobs (node) WHERE node IS NOT NULL;
 CREATE TABLE IF NOT EXISTS toniq_nodes (
     id TEXT PRIMARY KEY,
@@ -251,7 +252,7 @@ class SQLiteBackend(NoServer):
                 rows = conn.execute(
                     lease.format(
                         f"worker IN ({', '.join('?' for _ in wanted)}) AND state = 'available' "
-                        "AND node_deaths >= ? ORDER BY seq LIMIT 1"
+                        "AND node_deaths > 0 AND node_deaths >= ? ORDER BY seq LIMIT 1"
                     ),
                     (node_id, token, now, *wanted, suspect_after),
                 ).fetchall()
