@@ -12,6 +12,7 @@ servers and joined with ``redis-cli --cluster create``.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -72,7 +73,14 @@ class RedisServer:
         binary: str | None = None,
         tls: bool = False,
     ) -> None:
-        found = binary or shutil.which("redis-server") or "/usr/bin/redis-server"
+        # TONIQ_TEST_REDIS_SERVER runs the suite against another server build, e.g. Redis
+        # 6.2 or valkey-server (scripts/test-redis-versions).
+        found = (
+            binary
+            or os.environ.get("TONIQ_TEST_REDIS_SERVER")
+            or shutil.which("redis-server")
+            or "/usr/bin/redis-server"
+        )
         if not Path(found).exists():
             raise RuntimeError(
                 "redis-server is not installed (Debian: apt-get install redis-server)"

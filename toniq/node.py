@@ -287,6 +287,7 @@ class Node:
         self._io = ThreadPoolExecutor(1, thread_name_prefix="toniq-io")
         backend = self.backend
         maintenance: threading.Thread | None = None
+        unwatch: Callable[[], None] | None = None
         try:
             if backend is not None:
                 await self._call(backend.register_node, self._info())
@@ -297,6 +298,7 @@ class Node:
                 for warning in await self._call(backend.server_warnings):
                     logger.warning("%s", warning)
                 self._server_id = await self._call(backend.server_id)
+                unwatch = backend.watch(self._wake_now)
                 logger.info(
                     "toniq node %s started on %s with workers: %s",
                     self.id,
@@ -305,6 +307,8 @@ class Node:
                 )
             self.app._attach(self)
         except BaseException as exc:
+            if unwatch is not None:
+                unwatch()
             self._stopped.set()
             self._pool.shutdown(wait=False)
             self._io.shutdown(wait=False)
@@ -319,6 +323,8 @@ class Node:
             await self._claim_loop(burst)
         finally:
             await self._shutdown(ack_task)
+            if unwatch is not None:
+                unwatch()
             self._maint_stop.set()
             if maintenance is not None:
                 maintenance.join()

@@ -47,10 +47,13 @@ def backend(server: RedisServer, client: redis.Redis) -> Iterator[RedisBackend]:
 
 
 def stored_keys(client: redis.Redis, prefix: str = "toniq:{q}:") -> set[str]:
-    """The keys on the server, without the queue's prefix (which they must all have)."""
+    """The keys on the server, without the queue's prefix (which they must all have), and
+    without "idle": the wake-up flag an empty claim leaves, which expires within 30 s."""
     keys = {k.decode() if isinstance(k, bytes) else k for k in client.keys("*")}
     assert all(k.startswith(prefix) for k in keys), keys
-    return {k.removeprefix(prefix) for k in keys}
+    if prefix + "idle" in keys:
+        assert 0 < client.pttl(prefix + "idle") <= 30_000
+    return {k.removeprefix(prefix) for k in keys} - {"idle"}
 
 
 def new(n: int = 1, worker: str = W, run_at: float | None = None) -> list[NewJob]:
@@ -413,3 +416,36 @@ def test_a_node_logs_the_startup_checks(tmp_path: Path, caplog: pytest.LogCaptur
         pass
     app.close()
     assert "Redis persists nothing" in caplog.text
+
+
+_woken = threading.Event()
+
+
+def test_an_enqueue_from_another_process_wakes_an_idle_node_at_once(
+    server: RedisServer, client: redis.Redis
+) -> None:
+    """An idle node learns of a job enqueued elsewhere from the wake-up channel, not from
+    its next poll: with a 30 s poll interval the job still starts at once."""
+    import toniq
+
+    class Wakes(toniq.Worker, name="redis.Wakes"):
+        async def perform(self) -> None:
+            _woken.set()
+
+    _woken.clear()
+    url = server.url(queue="wake")
+    app = toniq.Toniq(url, poll_interval=30.0)
+    elsewhere = RedisBackend(url)  # another process's view: its enqueue cannot wake the node
+    try:
+        with toniq.Node(app, workers=[Wakes]) as node:
+            node.drain()  # one empty claim: the node is idle and has said so
+            assert client.exists("toniq:{wake}:idle")
+            began = time.monotonic()
+            elsewhere.enqueue([NewJob("w1", "redis.Wakes", dumps((), {}), time.time())])
+            assert _woken.wait(10), "the idle node was not woken"
+            latency = time.monotonic() - began
+            assert not client.exists("toniq:{wake}:idle")  # one message per idle spell
+        assert latency < 5, latency  # far below the 30 s poll
+    finally:
+        elsewhere.close()
+        app.close()

@@ -12,7 +12,7 @@ The contract every backend must pass lives in ``tests/backends/test_contract.py`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from toniq.job import (
@@ -27,6 +27,10 @@ from toniq.job import (
 )
 
 
+def _nothing() -> None:
+    pass
+
+
 class NoServer:
     """For stores with no server of their own to check (memory, SQLite)."""
 
@@ -35,6 +39,10 @@ class NoServer:
 
     def server_id(self) -> str | None:
         return None
+
+    def watch(self, callback: Callable[[], object]) -> Callable[[], None]:
+        # Nodes in the enqueuing process are woken by the app itself; other processes poll.
+        return _nothing
 
 
 @runtime_checkable
@@ -140,6 +148,12 @@ class Backend(Protocol):
 
     def server_id(self) -> str | None:
         """An id that changes when the store's server restarts (Redis's run id), or None."""
+
+    def watch(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback`` (from any thread) whenever jobs may have become claimable
+        because another process enqueued them, so an idle node claims at once rather than at
+        its next poll. A hint only: it may be late, spurious or missing (nodes still poll).
+        Returns a function that stops watching."""
 
     def close(self) -> None:
         """Release connections. Later calls raise :class:`toniq.StoreClosedError`."""

@@ -26,6 +26,9 @@ a script touches is passed in ``KEYS``::
     P:count:running      hash  worker -> RUNNING jobs
     P:count:failed       hash  worker -> FAILED jobs
     P:count:done         hash  worker -> jobs done
+    P:idle               string   set (30 s at most) by a claim that found nothing; the next
+                                  enqueue deletes it and publishes on the channel P:wake, which
+                                  every node subscribes to, so idle nodes claim at once
 
 A job keeps its ``seq`` for life, so a job handed back, taken over, retried or released
 returns to its own place in the FIFO (ahead of the jobs enqueued after it), as on SQLite.
@@ -59,11 +62,13 @@ needs the cluster up.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import secrets
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
@@ -93,6 +98,8 @@ from toniq.job import (
     TakeoverReport,
 )
 from toniq.settings import redact
+
+logger = logging.getLogger("toniq")
 
 DEFAULT_QUEUE = "default"
 #: Seconds to connect and to wait for any reply: enqueue fails fast when Redis is down.
@@ -370,6 +377,7 @@ class RedisBackend:
             keys = [self.key("jobs"), self.key("payloads"), self.key("seq"), self.key("workers")]
             for worker in workers:
                 keys += [self._available(worker), self._scheduled(worker)]
+            keys.append(self.key("idle"))
             args: list[Any] = [len(workers), *workers]
             for job in jobs:
                 args += [
@@ -380,6 +388,7 @@ class RedisBackend:
                     "" if job.run_at is None else _num(job.run_at),
                     json.dumps(job.options) if job.options else "",
                 ]
+            args.append(self.key("wake"))
             try:
                 self._run("enqueue", keys, args)
             except redis.ResponseError as exc:
@@ -421,6 +430,7 @@ class RedisBackend:
             for worker, n in wanted:
                 keys += [self._available(worker), self._scheduled(worker)]
                 args += [worker, n]
+            keys.append(self.key("idle"))
             flat = self._run("claim", keys, args)
         claimed: list[tuple[int, ClaimedJob]] = []
         for i in range(0, len(flat), 8):
@@ -900,6 +910,41 @@ class RedisBackend:
             info = self._client.info("server", **self._on_master())
         run_id = info.get("run_id") if isinstance(info, dict) else None
         return None if run_id is None else str(run_id)
+
+    def watch(self, callback: Callable[[], object]) -> Callable[[], None]:
+        # A thread of its own on a connection of its own: SUBSCRIBE holds a connection, and
+        # the node's I/O thread must stay free for claims and acks. It reconnects by itself;
+        # while it cannot, nodes still find work at their poll interval.
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._watch, args=(callback, stop), name="toniq-wake", daemon=True
+        )
+        thread.start()
+        return stop.set
+
+    def _watch(self, callback: Callable[[], object], stop: threading.Event) -> None:
+        channel = self.key("wake")
+        failures = 0
+        while not stop.is_set() and not self._closed:
+            pubsub: Any = None
+            try:
+                if self._pending is not None:
+                    self._connect()
+                pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+                pubsub.subscribe(channel)
+                while not stop.is_set() and not self._closed:
+                    message = pubsub.get_message(timeout=0.5)
+                    failures = 0
+                    if message is not None and message.get("type") == "message":
+                        callback()
+            except Exception as exc:
+                failures += 1
+                logger.debug("wake-up channel %s: %s", channel, exc)
+                stop.wait(min(0.05 * 2**failures, 2.0))
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
 
     def close(self) -> None:
         with self._lock:

@@ -8,6 +8,7 @@
 -- KEYS[6]  P:claims:<node>         hash  id -> worker, the jobs this node holds
 -- KEYS[6 + 2i - 1]  P:available:<worker i>  zset id -> node_deaths * 2^44 + seq
 -- KEYS[6 + 2i]      P:scheduled:<worker i>  zset member(seq, id) -> run_at
+-- KEYS[6 + 2m + 1]  P:idle                  string, set while some node waits for work
 --
 -- ARGV[1]  the node id          ARGV[2]  the claim's token (fresh per call)
 -- ARGV[3]  m, workers asked for ARGV[4]  how many due SCHEDULED jobs to promote per worker
@@ -21,6 +22,8 @@
 -- _common.lua). Then, if the node runs nothing, the oldest suspect of all the workers asked
 -- for, if any, is leased alone. Otherwise the oldest AVAILABLE jobs that are not suspects
 -- are leased: RUNNING, attempt + 1, node, token, started_at.
+-- A claim that leases nothing sets P:idle (for 30 s at most: a node that died idle must not
+-- leave it forever) so that the next enqueue publishes a wake-up (see enqueue.lua).
 -- Returns 8 values per claimed job: id, worker, payload, attempt, enqueued_at, options
 -- ("" for none), seq, 1 for a suspect (else 0).
 
@@ -124,5 +127,7 @@ for worker, n in pairs(running) do
 end
 if #out > 0 then
   redis.call('SADD', KEYS[4], node)
+else
+  redis.call('SET', KEYS[#KEYS], '1', 'PX', 30000)
 end
 return out

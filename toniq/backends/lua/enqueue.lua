@@ -6,20 +6,25 @@
 -- KEYS[4]  P:workers       set   of every worker name ever enqueued
 -- KEYS[4 + 2i - 1]  P:available:<worker i>   zset id -> seq
 -- KEYS[4 + 2i]      P:scheduled:<worker i>   zset member(seq, id) -> run_at
+-- KEYS[4 + 2m + 1]  P:idle        string, set while some node waits for work (see claim.lua)
 --
 -- ARGV[1]           m, the number of workers (i = 1 .. m)
 -- ARGV[2 .. m + 1]  the worker names, in the order of their KEYS
 -- then 6 per job:   id, worker index (1 .. m), payload, enqueued_at, run_at ("" for now;
 --                   "inf" to hold), options (JSON text, "" for none)
+-- last              the wake-up channel, P:wake (a pub/sub channel, not a key)
 --
 -- Every id is checked first: a duplicate (stored already, or twice in the batch) fails the
 -- whole batch with an error reply starting "TONIQ_DUPLICATE" and nothing is written.
 -- A job whose run_at is after the server's now is SCHEDULED, the others AVAILABLE.
+-- If a job became AVAILABLE and P:idle exists, P:idle is deleted and "1" is published on the
+-- wake-up channel, so idle nodes claim at once instead of at their next poll: one message
+-- per idle spell, not one per job.
 -- Returns the number of jobs stored.
 
 local m = tonumber(ARGV[1])
 local first = m + 2
-local n = (#ARGV - m - 1) / 6
+local n = (#ARGV - m - 2) / 6
 
 local seen = {}
 for j = 0, n - 1 do
@@ -31,6 +36,7 @@ for j = 0, n - 1 do
 end
 
 local t = now()
+local woke = false
 local last = redis.call('INCRBY', KEYS[3], n)
 for i = 1, m do
   redis.call('SADD', KEYS[4], ARGV[1 + i])
@@ -50,8 +56,12 @@ for j = 0, n - 1 do
   else
     job.state = 'available'
     redis.call('ZADD', KEYS[3 + 2 * w], seq, id)
+    woke = true
   end
   save_job(KEYS[1], id, job)
   redis.call('HSET', KEYS[2], id, ARGV[a + 2])
+end
+if woke and redis.call('DEL', KEYS[#KEYS]) == 1 then
+  redis.call('PUBLISH', ARGV[#ARGV], '1')
 end
 return n
