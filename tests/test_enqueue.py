@@ -156,3 +156,90 @@ def test_configure_rejects_unknown_settings_and_bad_urls() -> None:
     with pytest.raises(toniq.ConfigurationError, match="takeover_timeout"):
         toniq.Toniq(url="memory://", heartbeat_interval=5, takeover_timeout=1)
     assert FAST["takeover_timeout"] > FAST["heartbeat_interval"]
+
+
+# -- enqueue_many ------------------------------------------------------------------------------
+
+
+def test_enqueue_many_stores_every_job_in_order_and_they_run(app: toniq.Toniq) -> None:
+    handles = toniq.enqueue_many(add, [(i, i) for i in range(2_500)])  # three store calls
+    assert len(handles) == 2_500 and len({h.id for h in handles}) == 2_500
+    assert all(h.persisted and h.worker == add.worker.worker_name for h in handles)
+    assert app.counts()[add.worker.worker_name] == {"available": 2_500}
+    assert [r.id for r in app.jobs("available", limit=3)] == [h.id for h in handles[:3]]
+    with toniq.Node(app, claim_batch=1) as node:  # one at a time: the run order is FIFO
+        node.drain()
+    assert [args for name, args, _ in probe.calls if name == "add"] == [
+        (i, i) for i in range(2_500)
+    ]
+
+
+def test_enqueue_many_takes_tuples_and_dicts_and_every_form_of_worker(app: toniq.Toniq) -> None:
+    Echo.enqueue_many([(1,), {"x": 2}])
+    toniq.enqueue_many(Echo.with_options(delay=3600), [("later",)])
+    add.enqueue_many([{"a": 1, "b": 2}])
+    app.enqueue_many(Echo, iter([(Point(1, 2),)]))  # any iterable
+    assert asyncio_run(toniq.enqueue_many_async(Echo, [(3,)]))[0].persisted
+    assert app.counts()["tests.Echo"] == {"available": 4, "scheduled": 1}
+    with toniq.Node(app) as node:
+        node.drain()
+    assert sorted(map(repr, probe.calls)) == sorted(
+        map(
+            repr,
+            [
+                ("Echo", (1,), {}),
+                ("Echo", (), {"x": 2}),
+                ("add", (1, 2), {}),
+                ("Echo", (Point(1, 2),), {}),
+                ("Echo", (3,), {}),
+            ],
+        )
+    )
+
+
+def asyncio_run(coro: object) -> list[toniq.JobHandle]:
+    import asyncio
+
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_enqueue_many_checks_every_job_before_storing_any(app: toniq.Toniq) -> None:
+    with pytest.raises(TypeError, match=r"cannot enqueue .*add"):
+        toniq.enqueue_many(add, [(1, 2)] * 1_500 + [(1,)])  # the last one misses an argument
+    with pytest.raises(TypeError, match=r"one tuple .* or dict"):
+        toniq.enqueue_many(add, [(1, 2), [3, 4]])
+    with pytest.raises(toniq.SerializationError, match="lock"):
+        toniq.enqueue_many(Echo, [(1,)] * 1_500 + [{"lock": threading.Lock()}])
+    with pytest.raises(toniq.NotAWorkerError):
+        toniq.enqueue_many("tests.Echo", [(1,)])
+    assert app.counts() == {}
+
+
+def test_enqueue_many_reports_what_was_stored_when_the_store_fails_part_way(
+    app: toniq.Toniq, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = app._store_batch
+    calls = 0
+
+    def fail_second(jobs: list[toniq.job.NewJob]) -> None:  # a fault injected in toniq itself
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise toniq.EnqueueError("the store went away")
+        real(jobs)
+
+    monkeypatch.setattr(app, "_store_batch", fail_second)
+    with pytest.raises(toniq.EnqueueError, match="1000 of 2500 jobs were stored") as caught:
+        toniq.enqueue_many(add, [(i, i) for i in range(2_500)])
+    assert len(caught.value.stored) == 1_000
+    assert app.counts()[add.worker.worker_name] == {"available": 1_000}
+    stored = {r.id for r in app.jobs("available", limit=2_000)}
+    assert stored == {h.id for h in caught.value.stored}
+
+
+def test_enqueue_many_of_persist_false_jobs_runs_them_here(app: toniq.Toniq) -> None:
+    handles = toniq.enqueue_many(Local, [(1,), (2,)])
+    assert [h.persisted for h in handles] == [False, False]
+    app.local_node().drain()
+    assert sorted(args for name, args, _ in probe.calls if name == "Local") == [(1,), (2,)]
+    assert app.counts() == {}

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +31,46 @@ if TYPE_CHECKING:
     from toniq.node import Node
 
 logger = logging.getLogger("toniq")
+
+
+#: Jobs per store call in :meth:`Toniq.enqueue_many`: each call is atomic and, on Redis, one
+#: script that blocks the server while it runs (about 5 ms for 1,000 jobs).
+BATCH = 1000
+
+
+def _run_at(cls: Any, options: dict[str, Any], now: float) -> float | None:
+    """When a job enqueued now with these options should run (None: at once)."""
+    run_at: float | None = None
+    if "delay" in options:
+        run_at = now + options["delay"]
+    elif "at" in options:
+        run_at = options["at"].timestamp()  # a naive datetime is local time
+    elif options.get("hold"):
+        run_at = HELD
+    if run_at is not None and not options.get("persist", cls.worker_options.persist):
+        raise ConfigurationError(
+            f"{cls.worker_name}: a persist=False job runs at once; delay, at and hold "
+            "need a stored job"
+        )
+    return run_at
+
+
+def _split(cls: Any, call: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """One item of enqueue_many: a tuple of positional arguments or a dict of keywords."""
+    if isinstance(call, tuple):
+        return call, {}
+    if isinstance(call, dict):
+        return (), call
+    raise TypeError(
+        f"cannot enqueue {cls.worker_name}: enqueue_many takes one tuple (positional "
+        f"arguments) or dict (keyword arguments) per job, got {type(call).__name__}; "
+        "wrap a single argument: (value,)"
+    )
+
+
+def _calls(target: Any, calls: Iterable[Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    cls, _ = resolve(target)
+    return [_split(cls, call) for call in calls]
 
 
 @dataclass(frozen=True)
@@ -133,25 +174,17 @@ class Toniq:
     ) -> tuple[Any, dict[str, Any], NewJob | None]:
         cls, options = resolve(target)
         check_arguments(cls, args, kwargs)
-        job_id = uuid.uuid4().hex
         now = time.time()
-        run_at: float | None = None
-        if "delay" in options:
-            run_at = now + options["delay"]
-        elif "at" in options:
-            run_at = options["at"].timestamp()  # a naive datetime is local time
-        elif options.get("hold"):
-            run_at = HELD
+        run_at = _run_at(cls, options, now)
         if not options.get("persist", cls.worker_options.persist):
-            if run_at is not None:
-                raise ConfigurationError(
-                    f"{cls.worker_name}: a persist=False job runs at once; delay, at and hold "
-                    "need a stored job"
-                )
             return cls, options, None
         payload = dumps(args, kwargs, worker=cls.worker_name)
         job_options = {"timeout": options["timeout"]} if options.get("timeout") else {}
-        return cls, options, NewJob(job_id, cls.worker_name, payload, now, run_at, job_options)
+        return (
+            cls,
+            options,
+            NewJob(uuid.uuid4().hex, cls.worker_name, payload, now, run_at, job_options),
+        )
 
     def enqueue(self, target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
         """Enqueue a job of ``target`` (a worker class, a ``@toniq.worker`` function, or
@@ -179,13 +212,78 @@ class Toniq:
         await asyncio.to_thread(self._store, job)
         return JobHandle(job.id, job.worker, True, self)
 
+    def enqueue_many(self, target: Any, calls: Iterable[Any], /) -> list[JobHandle]:
+        """Enqueue many jobs of one worker in a few store calls: much faster than a loop of
+        :meth:`enqueue` (one round trip per 1,000 jobs instead of one per job).
+
+        Each item of ``calls`` holds one job's arguments: a tuple of positional arguments,
+        or a dict of keyword arguments (so a job whose one argument is a tuple or a dict
+        needs it wrapped: ``(value,)``). Example::
+
+            app.enqueue_many(SendEmail, [("a@example.com",), ("b@example.com",)])
+            app.enqueue_many(SendEmail.with_options(delay=60), [{"to": "c@example.com"}])
+
+        Every job is checked and pickled before anything is written, so a bad argument
+        raises (``TypeError``, :class:`SerializationError`) with nothing stored. Jobs are
+        stored in order, in batches of 1,000, each batch all or nothing; if the store fails
+        part-way, :class:`EnqueueError` says how many were stored and its ``stored``
+        attribute lists their handles. ``persist=False`` jobs are handed to this process's
+        node one by one, as :meth:`enqueue` does.
+        """
+        cls, options = resolve(target)
+        items = [_split(cls, call) for call in calls]
+        for args, kwargs in items:
+            check_arguments(cls, args, kwargs)
+        now = time.time()
+        run_at = _run_at(cls, options, now)
+        if self.interceptor is not None or not options.get("persist", cls.worker_options.persist):
+            return [self.enqueue(target, *args, **kwargs) for args, kwargs in items]
+        name = cls.worker_name
+        job_options = {"timeout": options["timeout"]} if options.get("timeout") else {}
+        ids = os.urandom(16 * len(items)).hex()
+        jobs = [
+            NewJob(
+                ids[32 * i : 32 * i + 32],
+                name,
+                dumps(args, kwargs, worker=name),
+                now,
+                run_at,
+                job_options,
+            )
+            for i, (args, kwargs) in enumerate(items)
+        ]
+        stored: list[JobHandle] = []
+        for start in range(0, len(jobs), BATCH):
+            batch = jobs[start : start + BATCH]
+            try:
+                self._store_batch(batch)
+            except EnqueueError as exc:
+                error = EnqueueError(
+                    f"{exc} ({len(stored)} of {len(jobs)} jobs were stored before this "
+                    "batch: the first ones, in order; see .stored)"
+                )
+                error.stored = stored
+                raise error from exc
+            stored.extend(JobHandle(job.id, name, True, self) for job in batch)
+        return stored
+
+    async def enqueue_many_async(self, target: Any, calls: Iterable[Any], /) -> list[JobHandle]:
+        """The async twin of :meth:`enqueue_many`: the store is written off the event loop."""
+        if self.interceptor is not None:
+            return [await self.enqueue_async(target, *a, **k) for a, k in _calls(target, calls)]
+        return await asyncio.to_thread(self.enqueue_many, target, list(calls))
+
     def _store(self, job: NewJob) -> None:
+        self._store_batch([job])
+
+    def _store_batch(self, jobs: list[NewJob]) -> None:
         try:
-            self.backend.enqueue([job])
+            self.backend.enqueue(jobs)
         except EnqueueError:
             raise
         except StoreError as exc:
-            raise EnqueueError(f"job of {job.worker} was not stored: {exc}") from exc
+            what = f"job of {jobs[0].worker}" if len(jobs) == 1 else f"{len(jobs)} jobs"
+            raise EnqueueError(f"{what} not stored: {exc}") from exc
         for node in list(self._nodes):
             node.wake()  # a node in this process starts it now instead of at its next poll
 
@@ -350,6 +448,20 @@ def enqueue(target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
 async def enqueue_async(target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
     """The async twin of :func:`enqueue`: ``await toniq.enqueue_async(SendEmail, ...)``."""
     return await get_app().enqueue_async(target, *args, **kwargs)
+
+
+def enqueue_many(target: Any, calls: Iterable[Any], /) -> list[JobHandle]:
+    """Enqueue many jobs of one worker on the default app, 1,000 per store call. Each item
+    is one job's positional arguments (a tuple) or keyword arguments (a dict). Example::
+
+        toniq.enqueue_many(SendEmail, [("a@example.com",), ("b@example.com",)])
+    """
+    return get_app().enqueue_many(target, calls)
+
+
+async def enqueue_many_async(target: Any, calls: Iterable[Any], /) -> list[JobHandle]:
+    """The async twin of :func:`enqueue_many`."""
+    return await get_app().enqueue_many_async(target, calls)
 
 
 WorkerRef = Any  # a worker class, a @toniq.worker function, or a worker name

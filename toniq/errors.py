@@ -7,6 +7,11 @@ Every exception toniq raises on purpose derives from :class:`ToniqError`, so
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from toniq.app import JobHandle
+
 
 class ToniqError(Exception):
     """Base class of every toniq error."""
@@ -35,7 +40,16 @@ class StoreClosedError(StoreError):
 class EnqueueError(StoreError):
     """A job could not be stored. Nothing half-written is left behind. When the store did
     not answer in time (a timeout, a connection dropped mid-call) the message says the job
-    *may* have been stored: retrying then risks running it twice, so make it idempotent."""
+    *may* have been stored: retrying then risks running it twice, so make it idempotent.
+
+    From :func:`toniq.enqueue_many`, ``stored`` holds the handles of the jobs that were
+    stored before the failing batch (empty otherwise)."""
+
+    stored: list[JobHandle]
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.stored = []
 
 
 class UnknownWorkerError(ToniqError, LookupError):

@@ -155,6 +155,23 @@ class Worker:
         return await get_app().enqueue_async(cls, *args, **kwargs)
 
     @classmethod
+    def enqueue_many(cls, calls: Iterable[Any], /) -> list[JobHandle]:
+        """Enqueue many jobs of this worker: same as ``toniq.enqueue_many(cls, calls)``.
+
+        Example: ``SendEmail.enqueue_many([("a@example.com",), {"to": "b@example.com"}])``.
+        """
+        from toniq.app import get_app
+
+        return get_app().enqueue_many(cls, calls)
+
+    @classmethod
+    async def enqueue_many_async(cls, calls: Iterable[Any], /) -> list[JobHandle]:
+        """The async twin of :meth:`enqueue_many`."""
+        from toniq.app import get_app
+
+        return await get_app().enqueue_many_async(cls, calls)
+
+    @classmethod
     def with_options(cls, **options: Any) -> EnqueueSpec:
         """Options for one enqueue, kept apart from the job's own arguments: ``persist``,
         ``delay`` (seconds or timedelta), ``at`` (a datetime), ``hold`` (wait until
@@ -260,6 +277,16 @@ class EnqueueSpec:
 
         return await get_app().enqueue_async(self, *args, **kwargs)
 
+    def enqueue_many(self, calls: Iterable[Any], /) -> list[JobHandle]:
+        from toniq.app import get_app
+
+        return get_app().enqueue_many(self, calls)
+
+    async def enqueue_many_async(self, calls: Iterable[Any], /) -> list[JobHandle]:
+        from toniq.app import get_app
+
+        return await get_app().enqueue_many_async(self, calls)
+
     def __repr__(self) -> str:
         return f"<EnqueueSpec {self.worker.worker_name} {self.options}>"
 
@@ -281,6 +308,12 @@ class WorkerFunction(Generic[P, R]):
 
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
         return await self.worker.enqueue_async(*args, **kwargs)
+
+    def enqueue_many(self, calls: Iterable[Any], /) -> list[JobHandle]:
+        return self.worker.enqueue_many(calls)
+
+    async def enqueue_many_async(self, calls: Iterable[Any], /) -> list[JobHandle]:
+        return await self.worker.enqueue_many_async(calls)
 
     def with_options(self, **options: Any) -> EnqueueSpec:
         return self.worker.with_options(**options)
@@ -362,11 +395,35 @@ def resolve(target: Any) -> tuple[type[Worker], dict[str, Any]]:
     )
 
 
+_positional_ranges: dict[type[Worker], tuple[int, int] | None] = {}
+
+
+def _positional_range(signature: inspect.Signature, method: bool) -> tuple[int, int] | None:
+    """(fewest, most) positional arguments ``signature`` takes when called with positional
+    arguments only, or None if it has keyword-only parameters or ``*args``: then only
+    ``Signature.bind`` can tell (it costs several microseconds per job)."""
+    params = list(signature.parameters.values())[1 if method else 0 :]
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind not in kinds and p.kind is not inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    positional = [p for p in params if p.kind in kinds]
+    required = sum(1 for p in positional if p.default is inspect.Parameter.empty)
+    return required, len(positional)
+
+
 def check_arguments(cls: type[Worker], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Fail at enqueue, not hours later in a node, when arguments do not fit perform()."""
     signature = cls._toniq_signature
     if signature is None:
         return
+    if not kwargs:
+        try:
+            fits = _positional_ranges[cls]
+        except KeyError:
+            method = not getattr(cls, "_toniq_is_function", False)
+            fits = _positional_ranges[cls] = _positional_range(signature, method)
+        if fits is not None and fits[0] <= len(args) <= fits[1]:
+            return
     try:
         if getattr(cls, "_toniq_is_function", False):
             signature.bind(*args, **kwargs)

@@ -379,15 +379,18 @@ class RedisBackend:
                 keys += [self._available(worker), self._scheduled(worker)]
             keys.append(self.key("idle"))
             args: list[Any] = [len(workers), *workers]
+            # A batch from enqueue_many shares its times and options: format each once.
+            last: tuple[float, float | None, dict[str, Any]] | None = None
+            times: tuple[str, str, str] = ("", "", "")
             for job in jobs:
-                args += [
-                    job.id,
-                    index[job.worker],
-                    job.payload,
-                    _num(job.enqueued_at),
-                    "" if job.run_at is None else _num(job.run_at),
-                    json.dumps(job.options) if job.options else "",
-                ]
+                if last is None or (job.enqueued_at, job.run_at, job.options) != last:
+                    last = (job.enqueued_at, job.run_at, job.options)
+                    times = (
+                        _num(job.enqueued_at),
+                        "" if job.run_at is None else _num(job.run_at),
+                        json.dumps(job.options) if job.options else "",
+                    )
+                args += [job.id, index[job.worker], job.payload, *times]
             args.append(self.key("wake"))
             try:
                 self._run("enqueue", keys, args)

@@ -111,6 +111,17 @@ local function worker_keys(first, count, base, stride)
   return map
 end
 
+-- How many values one command called from Lua takes at most (unpack() has a limit near
+-- 8,000): an even number, so field/value and score/member pairs stay whole.
+local CHUNK = 1000
+
+-- One command over a long list of arguments, in chunks: redis.call(cmd, key, values...).
+local function call_in_chunks(cmd, key, values)
+  for c = 1, #values, CHUNK do
+    redis.call(cmd, key, unpack(values, c, math.min(#values, c + CHUNK - 1)))
+  end
+end
+
 -- Leave the "claimers" set once a node's claim set is empty.
 local function forget_empty_claims(claimers, claims, node)
   if redis.call('EXISTS', claims) == 0 then
