@@ -1,9 +1,7 @@
 """toniq: ``async def`` jobs (or ``def`` jobs with ``BENCH_SETTINGS={"jobs": "def"}``), the
 default node settings, ``toniq worker adapters.toniq_bench --log-level WARNING``.
 
-Bulk: toniq has no public bulk-enqueue API yet, so W1-bulk calls ``app.backend.enqueue`` with
-lists of ``NewJob`` made by the app's own (private) ``_prepare``: the path ``toniq.enqueue``
-takes, minus one store call per job.
+Bulk: ``app.enqueue_many(worker, [(i,), ...])``, one store call per 1,000 jobs.
 """
 
 from __future__ import annotations
@@ -65,7 +63,7 @@ WORKERS: dict[str, Any] = {
 
 
 class Bench(Adapter):
-    bulk = "app.backend.enqueue([NewJob, ...]) in lists of 1,000 (no public bulk API yet)"
+    bulk = "app.enqueue_many(worker, [(i,), ...]) in lists of 1,000"
 
     def worker_argv(self) -> list[str]:
         from adapters.base import venv_bin
@@ -77,8 +75,7 @@ class Bench(Adapter):
 
     def enqueue_bulk(self, kind: str, indices: list[int]) -> None:
         worker = WORKERS[kind]
-        jobs = [app._prepare(worker, (i,), {})[2] for i in indices]
-        app.backend.enqueue([j for j in jobs if j is not None])
+        app.enqueue_many(worker, [(i,) for i in indices])
 
     def close(self) -> None:
         app.close()
