@@ -186,6 +186,7 @@ class Toniq:
             raise
         except StoreError as exc:
             raise EnqueueError(f"job of {job.worker} was not stored: {exc}") from exc
+        self.events.enqueued(job.worker, True)
         for node in list(self._nodes):
             node.wake()  # a node in this process starts it now instead of at its next poll
 
@@ -194,6 +195,7 @@ class Toniq:
     ) -> JobHandle:
         job_id = uuid.uuid4().hex
         self.local_node().submit_local(cls, args, kwargs, job_id, timeout)
+        self.events.enqueued(cls.worker_name, False)
         return JobHandle(job_id, cls.worker_name, False, self)
 
     def local_node(self) -> Node:
