@@ -371,7 +371,7 @@ class ThroughputLog:
             done, retried, failed = (a - b for a, b in zip(counts, last, strict=True))
             elapsed = max(now - since, 1e-9)
             logger.info(
-                "toniq: last %.0fs: %d done, %d retried, %d failed (%.1f jobs/s); %d running",
+                "toniq: last %.3gs: %d done, %d retried, %d failed (%.1f jobs/s); %d running",
                 elapsed,
                 done,
                 retried,
