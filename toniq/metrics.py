@@ -80,8 +80,12 @@ class StoreCollector(Collector):
             "Jobs done since the store was created, per worker (all nodes)",
             labels=["worker"],
         )
-        for worker in sorted(counts):
-            per = counts[worker]
+        from toniq.worker import registry as workers
+
+        # Workers this process knows report zeros rather than vanish once their last job is
+        # gone (a vanished series makes alerts on it go quiet instead of reading 0).
+        for worker in sorted(counts.keys() | set(workers)):
+            per = counts.get(worker, {})
             for state in _QUEUE_STATES:
                 jobs.add_metric([worker, state.value], per.get(state.value, 0))
             done.add_metric([worker], per.get("done", 0))
