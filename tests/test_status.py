@@ -324,3 +324,30 @@ def test_summary_logs_what_the_node_did_each_interval(
     assert "jobs/s" in line and "running" in line
     with pytest.raises(ValueError, match="interval"):
         ThroughputLog(node, interval=0)
+
+
+def test_bulk_retry_and_delete_go_by_chunks_with_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import toniq.cli
+
+    monkeypatch.setattr(toniq.cli, "BULK_CHUNK", 2)
+    url = backend_url("sqlite", tmp_path)
+    app = toniq.Toniq(url, **FAST)
+    try:
+        for _ in range(5):
+            app.enqueue(Boom)
+        with toniq.Node(app, workers=[Boom]) as node:
+            node.drain()
+        assert app.counts()[Boom.worker_name]["failed"] == 5
+        result = CliRunner().invoke(main, ["failed", "--url", url, "retry", "--all", "--yes"])
+        assert result.exit_code == 0, result.output
+        assert "retried 5 job(s)" in result.output
+        assert app.counts()[Boom.worker_name] == {"available": 5}
+        with toniq.Node(app, workers=[Boom]) as node:
+            node.drain()
+        result = CliRunner().invoke(main, ["failed", "--url", url, "delete", "--all", "--yes"])
+        assert result.exit_code == 0 and "deleted 5 job(s)" in result.output, result.output
+        assert app.counts().get(Boom.worker_name, {}).get("failed", 0) == 0
+    finally:
+        app.close()

@@ -314,8 +314,35 @@ def _bulk(
         return
     if not yes:
         click.confirm(f"{verb.capitalize()} {count} {scope}?", abort=True)
-    n = app.retry_all(worker) if retry else app.delete_all(worker)
+    n = _bulk_all(app, worker, count, retry)
     click.echo(f"{done_verb} {n} job(s)")
+
+
+#: Bulk actions on more failed jobs than this go by chunks of this many, with a progress bar.
+BULK_CHUNK = 1000
+
+
+def _bulk_all(app: Any, worker: str | None, count: int, retry: bool) -> int:
+    """Retry or delete every failed job (of ``worker``); past :data:`BULK_CHUNK` jobs, by
+    chunks with a progress bar on stderr. Stops after ``count`` (the number confirmed), so
+    jobs that fail again meanwhile are not retried twice."""
+    if count <= BULK_CHUNK:
+        return int(app.retry_all(worker) if retry else app.delete_all(worker))
+    from rich.console import Console
+    from rich.progress import Progress
+
+    action = app.backend.retry_failed if retry else app.backend.delete_failed
+    total = 0
+    with Progress(console=Console(stderr=True)) as progress:
+        task = progress.add_task("retrying" if retry else "deleting", total=count)
+        while total < count:
+            ids = [r.id for r in app.failed_jobs(worker, min(BULK_CHUNK, count - total))]
+            n = int(action(ids)) if ids else 0
+            if n == 0:
+                break
+            total += n
+            progress.advance(task, n)
+    return total
 
 
 _ALL = click.option("--all", "all_", is_flag=True, help="Every failed job (of --worker).")
