@@ -479,7 +479,7 @@ def banner(node: Any, metrics_at: str | None = None, summary_interval: float = 0
     help="Seconds of throughput to average.",
 )
 def status(url: str | None, as_json: bool, watch: float | None, window: int) -> None:
-    """Jobs per worker and state, live nodes and what they run, and jobs/s.
+    """Show jobs per worker, live nodes and what they run, and jobs/s.
 
     \b
     toniq status                  one look
