@@ -29,7 +29,7 @@ from toniq.job import (
 #: Finished runs are counted per worker in one-second buckets of the store's clock, kept in a
 #: ring of this many seconds (so the store never holds more than this many buckets per worker):
 #: :meth:`Backend.finished_recently` can look back at most :data:`MAX_WINDOW` seconds.
-RING_SECONDS = 64
+RING_SECONDS = 64  # also written out in lua/ack.lua
 MAX_WINDOW = 60
 
 
