@@ -49,8 +49,9 @@ pytestmark = [
 PREFIX = "toniq:{default}:"
 HEARTBEAT = 0.2
 TAKEOVER_INTERVAL = 0.2
-#: Keys a finished workload may leave behind: counters only (and the nodes while they run).
-COUNTERS = {"count:done", "seq", "workers"}
+#: Keys a finished workload may leave behind: counters only (and the nodes while they run;
+#: "rate", the throughput ring, expires after two idle minutes).
+COUNTERS = {"count:done", "seq", "workers", "rate"}
 NODE_KEYS = {"nodes", "nodeinfo"}
 AOF_ALWAYS = ["--appendonly", "yes", "--appendfsync", "always"]
 

@@ -283,7 +283,9 @@ class Toniq:
             raise
         except StoreError as exc:
             what = f"job of {jobs[0].worker}" if len(jobs) == 1 else f"{len(jobs)} jobs"
-            raise EnqueueError(f"{what} not stored: {exc}") from exc
+            raise EnqueueError(f"{what} was not stored: {exc}") from exc
+        for job in jobs:
+            self.events.enqueued(job.worker, True)
         for node in list(self._nodes):
             node.wake()  # a node in this process starts it now instead of at its next poll
 
@@ -292,6 +294,7 @@ class Toniq:
     ) -> JobHandle:
         job_id = uuid.uuid4().hex
         self.local_node().submit_local(cls, args, kwargs, job_id, timeout)
+        self.events.enqueued(cls.worker_name, False)
         return JobHandle(job_id, cls.worker_name, False, self)
 
     def local_node(self) -> Node:

@@ -9,6 +9,8 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,21 @@ def main() -> None:
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics on this port (needs toniq[metrics]; docs/metrics.md).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
+@click.option(
+    "--summary-interval",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds between INFO lines summing up the jobs run (0: none).",
+)
 def worker(
     modules: tuple[str, ...],
     url: str | None,
@@ -101,6 +118,9 @@ def worker(
     threads: int | None,
     grace_period: float | None,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
+    summary_interval: float,
 ) -> None:
     """Run a node for the workers that MODULES define.
 
@@ -123,7 +143,8 @@ def worker(
     try:
         app = configure(url) if url else _default_app()
         node = Node(app, workers=list(only) or None, **overrides)
-        node.run(burst=burst)
+        with _worker_extras(node, metrics_port, metrics_host, summary_interval):
+            node.run(burst=burst)
     except ToniqError as exc:
         raise click.ClickException(str(exc)) from exc
     if node.busy_threads:
@@ -293,8 +314,35 @@ def _bulk(
         return
     if not yes:
         click.confirm(f"{verb.capitalize()} {count} {scope}?", abort=True)
-    n = app.retry_all(worker) if retry else app.delete_all(worker)
+    n = _bulk_all(app, worker, count, retry)
     click.echo(f"{done_verb} {n} job(s)")
+
+
+#: Bulk actions on more failed jobs than this go by chunks of this many, with a progress bar.
+BULK_CHUNK = 1000
+
+
+def _bulk_all(app: Any, worker: str | None, count: int, retry: bool) -> int:
+    """Retry or delete every failed job (of ``worker``); past :data:`BULK_CHUNK` jobs, by
+    chunks with a progress bar on stderr. Stops after ``count`` (the number confirmed), so
+    jobs that fail again meanwhile are not retried twice."""
+    if count <= BULK_CHUNK:
+        return int(app.retry_all(worker) if retry else app.delete_all(worker))
+    from rich.console import Console
+    from rich.progress import Progress
+
+    action = app.backend.retry_failed if retry else app.backend.delete_failed
+    total = 0
+    with Progress(console=Console(stderr=True)) as progress:
+        task = progress.add_task("retrying" if retry else "deleting", total=count)
+        while total < count:
+            ids = [r.id for r in app.failed_jobs(worker, min(BULK_CHUNK, count - total))]
+            n = int(action(ids)) if ids else 0
+            if n == 0:
+                break
+            total += n
+            progress.advance(task, n)
+    return total
 
 
 _ALL = click.option("--all", "all_", is_flag=True, help="Every failed job (of --worker).")
@@ -342,6 +390,136 @@ def demo(jobs: int, url: str | None) -> None:
     from toniq.demo import run_demo
 
     sys.exit(run_demo(jobs=jobs, url=url))
+
+
+# -- toniq worker: banner, metrics endpoint, periodic summary ----------------------------------
+
+
+@contextmanager
+def _worker_extras(
+    node: Any, metrics_port: int | None, metrics_host: str, summary_interval: float
+) -> Iterator[None]:
+    """What ``toniq worker`` adds around a node: the start-up banner, the metrics endpoint
+    and the periodic INFO summary."""
+    from toniq.status import ThroughputLog
+
+    server = None
+    metrics_at = None
+    if metrics_port is not None:
+        try:
+            import toniq.metrics
+        except ImportError as exc:
+            raise click.ClickException(str(exc)) from exc
+        try:
+            server, _ = toniq.metrics.start_http_server(metrics_port, metrics_host, app=node.app)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
+            ) from exc
+        metrics_at = f"http://{metrics_host}:{server.server_port}/metrics"
+    click.echo(banner(node, metrics_at, summary_interval), err=True)
+    summary = ThroughputLog(node, summary_interval).start() if summary_interval > 0 else None
+    try:
+        yield
+    finally:
+        if summary is not None:
+            summary.stop()
+        if server is not None:
+            server.shutdown()
+
+
+def banner(node: Any, metrics_at: str | None = None, summary_interval: float = 0.0) -> str:
+    """The lines ``toniq worker`` prints as it starts: store (password hidden), node,
+    threads, workers with their concurrency, metrics endpoint and summary interval."""
+    from toniq.settings import redact
+
+    workers = node.worker_classes()
+    width = max((len(name) for name in workers), default=0)
+    lines = [
+        f"toniq {__version__} worker",
+        f"  store     {redact(node.app.url)}",
+        f"  node      {node.id}",
+        f"  threads   {node.settings.threads} (for `def perform` jobs)",
+        f"  workers   {len(workers)}",
+    ]
+    for name, cls in sorted(workers.items()):
+        limit = cls.worker_options.max_concurrency
+        kind = "async" if cls.is_async else "thread"
+        lines.append(
+            f"    {name:<{width}}  {kind:<6}  max_concurrency "
+            f"{'unlimited' if limit is None else limit}"
+        )
+    if metrics_at:
+        lines.append(f"  metrics   {metrics_at}")
+    if summary_interval > 0:
+        lines.append(f"  summary   every {summary_interval:g}s at INFO")
+    return "\n".join(lines)
+
+
+# -- toniq status -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--url", help="Where jobs are stored (default: TONIQ_URL, else ./toniq.sqlite3).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (docs/status.md).")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="Refresh every SECONDS (default 2) until Ctrl-C.",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(1, 60),
+    default=60,
+    show_default=True,
+    help="Seconds of throughput to average.",
+)
+def status(url: str | None, as_json: bool, watch: float | None, window: int) -> None:
+    """Show jobs per worker, live nodes and what they run, and jobs/s.
+
+    \b
+    toniq status                  one look
+    toniq status --watch          refresh every 2 s (--watch 5: every 5 s)
+    toniq status --json           for scripts
+    """
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from toniq.status import render, snapshot
+
+    app = _app(url)
+
+    def look() -> Any:
+        try:
+            return snapshot(app, window=window)
+        except ToniqError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    # Piped output is not cut to 80 columns: the tables take the width they need.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    if watch is None:
+        if as_json:
+            click.echo(json.dumps(look().to_dict(), indent=2))
+        else:
+            console.print(render(look()))
+        return
+    try:
+        if as_json:  # one JSON document per line
+            while True:
+                click.echo(json.dumps(look().to_dict()))
+                time.sleep(watch)
+        with Live(render(look()), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(watch)
+                live.update(render(look()), refresh=True)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -56,6 +56,7 @@ class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._callbacks: list[Callback] = []
+        self._enqueue_callbacks: list[Callable[[str, bool], object]] = []
 
     def subscribe(self, callback: Callback) -> Callable[[], None]:
         """Call ``callback(event)`` for each event; returns a function that unsubscribes."""
@@ -82,6 +83,26 @@ class EventBus:
             yield q
         finally:
             unsubscribe()
+
+    def on_enqueue(self, callback: Callable[[str, bool], object]) -> Callable[[], None]:
+        """Call ``callback(worker_name, persisted)`` after each job enqueued in this process
+        (stored, or handed to the local runner for ``persist=False``), e.g. for metrics.
+        Returns a function that unsubscribes."""
+        with self._lock:
+            self._enqueue_callbacks = [*self._enqueue_callbacks, callback]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._enqueue_callbacks = [c for c in self._enqueue_callbacks if c is not callback]
+
+        return unsubscribe
+
+    def enqueued(self, worker: str, persisted: bool) -> None:
+        for callback in self._enqueue_callbacks:  # a snapshot, as in emit()
+            try:
+                callback(worker, persisted)
+            except Exception:
+                logger.exception("enqueue hook %r failed on a job of %s", callback, worker)
 
     def emit(self, event: JobEvent) -> None:
         for callback in self._callbacks:  # a snapshot: subscribe() replaces the list

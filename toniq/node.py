@@ -341,6 +341,10 @@ class Node:
                 self._cond.notify_all()
             logger.info("toniq node %s stopped", self.id)
 
+    def worker_classes(self) -> dict[str, type[Worker]]:
+        """The workers this node runs (or will run once started), by name."""
+        return dict(self._workers) if self._workers else self._resolve_workers()
+
     def _resolve_workers(self) -> dict[str, type[Worker]]:
         if self._worker_filter is None:
             return dict(registry)

@@ -416,3 +416,44 @@ def test_held_by_lists_a_nodes_running_claims(backend: Backend) -> None:
     backend.ack(n, [Outcome(mine[0].id, mine[0].token, W)])
     assert backend.held_by(n) == [(mine[1].id, mine[1].token)]
     assert backend.held_by("ghost") == []
+
+
+def test_finished_recently_counts_accepted_runs_per_worker(backend: Backend) -> None:
+    assert backend.finished_recently() == {}
+    backend.enqueue(new(W, 5) + new(V, 1))
+    n = node(backend)
+    w_jobs = backend.claim(n, {W: 5})
+    (v_job,) = backend.claim(n, {V: 1})
+    error = JobError.reason("ValueError", "no", attempt=1, node=n)
+    report = backend.ack(
+        n,
+        [
+            *(Outcome(c.id, c.token, W) for c in w_jobs[:3]),
+            Outcome(w_jobs[3].id, w_jobs[3].token, W, error, retry_in=60),
+            Outcome(w_jobs[4].id, "stale-token", W),  # rejected: not counted
+            Outcome(v_job.id, v_job.token, V, error),
+        ],
+    )
+    assert report.accepted == 5
+    expected = {W: {"done": 3, "errors": 1}, V: {"done": 0, "errors": 1}}
+    assert backend.finished_recently() == expected
+    assert backend.finished_recently(60) == expected
+    backend.ack(n, [Outcome(w_jobs[4].id, w_jobs[4].token, W)])  # same second or a later one
+    assert backend.finished_recently()[W] == {"done": 4, "errors": 1}
+    for bad in (0, 61, 1.5, True):
+        with pytest.raises(ValueError, match="window"):
+            backend.finished_recently(bad)  # type: ignore[arg-type]
+
+
+def test_finished_recently_forgets_runs_older_than_the_window(backend: Backend) -> None:
+    backend.enqueue(new(W, 1))
+    n = node(backend)
+    (job,) = backend.claim(n, {W: 1})
+    backend.ack(n, [Outcome(job.id, job.token, W)])
+    assert backend.finished_recently(1) == {W: {"done": 1, "errors": 0}}
+    # A one-second window ends with the store's current second: wait until it has moved on.
+    deadline = time.monotonic() + 5
+    while backend.finished_recently(1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backend.finished_recently(1) == {}
+    assert backend.finished_recently(60) == {W: {"done": 1, "errors": 0}}

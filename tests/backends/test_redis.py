@@ -123,6 +123,7 @@ def test_all_keys_of_a_queue_share_one_hash_tag(backend: RedisBackend, client: r
         "count:running",
         "count:failed",
         "count:done",
+        "rate",
     }
 
 
@@ -148,7 +149,9 @@ def test_a_finished_job_leaves_nothing_behind_but_counters(
     while claimed := backend.claim(n, {W: 7}):
         backend.ack(n, [Outcome(c.id, c.token, W) for c in claimed])
     backend.unregister_node(n)
-    assert stored_keys(client) == {"seq", "workers", "count:done"}
+    # "rate", the throughput ring, is bounded and expires after two idle minutes.
+    assert stored_keys(client) == {"seq", "workers", "count:done", "rate"}
+    assert 0 < client.ttl("toniq:{q}:rate") <= 120
     assert backend.counts() == {W: {"done": 50}}
 
 

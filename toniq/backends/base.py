@@ -26,6 +26,26 @@ from toniq.job import (
     TakeoverReport,
 )
 
+#: Finished runs are counted per worker in one-second buckets of the store's clock, kept in a
+#: ring of this many seconds (so the store never holds more than this many buckets per worker):
+#: :meth:`Backend.finished_recently` can look back at most :data:`MAX_WINDOW` seconds.
+RING_SECONDS = 64  # also written out in lua/ack.lua
+MAX_WINDOW = 60
+
+
+def check_window(window: int) -> int:
+    """The look-back of :meth:`Backend.finished_recently`: whole seconds, 1 to 60."""
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW:
+        raise ValueError(f"window must be whole seconds from 1 to {MAX_WINDOW}, got {window!r}")
+    return window
+
+
+def in_window(sec: int, now: float, window: int) -> bool:
+    """Whether the bucket of second ``sec`` is one of the last ``window`` at ``now`` (the
+    current, partly elapsed second included)."""
+    current = int(now)
+    return current - window < sec <= current
+
 
 def _nothing() -> None:
     pass
@@ -141,6 +161,13 @@ class Backend(Protocol):
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{worker: {state: n}}`` over stored jobs, plus the ``done`` counter."""
+
+    def finished_recently(self, window: int = 60) -> dict[str, dict[str, int]]:
+        """Runs acknowledged in the last ``window`` seconds (1 to 60, by the store's clock, in
+        one-second buckets, the current second included), per worker: ``{worker: {"done": n,
+        "errors": m}}``, where errors are runs that raised (retried or failed). Workers with
+        none are left out. Kept by :meth:`ack` in a bounded ring of buckets, so any process
+        can read the throughput of every node at once."""
 
     def server_warnings(self) -> list[str]:
         """What about the store's own configuration can lose jobs (a Redis that evicts keys

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from toniq.backends.base import NoServer
+from toniq.backends.base import RING_SECONDS, NoServer, check_window, in_window
 from toniq.errors import EnqueueError, StoreClosedError
 from toniq.job import (
     CANNOT_RUN,
@@ -55,6 +55,8 @@ class MemoryBackend(NoServer):
         self._queues = _Queues()
         self._nodes: dict[str, NodeInfo] = {}
         self._done: dict[str, int] = {}
+        # (second % RING_SECONDS, worker) -> [second, done, errors]: see finished_recently.
+        self._rate: dict[tuple[int, str], list[int]] = {}
         self._seq = itertools.count(1)
         self._closed = False
         self._deaths = False  # has any job lost a node? (else no claim looks for suspects)
@@ -193,12 +195,17 @@ class MemoryBackend(NoServer):
             rejected: list[str] = []
             accepted = 0
             now = time.time()
+            sec = int(now)
             for outcome in outcomes:
                 row = self._holds(outcome.id, outcome.token)
                 if row is None:
                     rejected.append(outcome.id)
                     continue
                 accepted += 1
+                bucket = self._rate.get((sec % RING_SECONDS, row.record.worker))
+                if bucket is None or bucket[0] != sec:
+                    bucket = self._rate[(sec % RING_SECONDS, row.record.worker)] = [sec, 0, 0]
+                bucket[1 if outcome.error is None else 2] += 1
                 if outcome.error is None:
                     del self._rows[outcome.id]
                     self._done[row.record.worker] = self._done.get(row.record.worker, 0) + 1
@@ -411,6 +418,19 @@ class MemoryBackend(NoServer):
             for worker, done in self._done.items():
                 counts.setdefault(worker, {})["done"] = done
             return counts
+
+    def finished_recently(self, window: int = 60) -> dict[str, dict[str, int]]:
+        check_window(window)
+        with self._lock:
+            self._check()
+            now = time.time()
+            found: dict[str, dict[str, int]] = {}
+            for (_, worker), (sec, done, errors) in self._rate.items():
+                if in_window(sec, now, window):
+                    per = found.setdefault(worker, {"done": 0, "errors": 0})
+                    per["done"] += done
+                    per["errors"] += errors
+            return found
 
     def close(self) -> None:
         with self._lock:

@@ -29,6 +29,8 @@ a script touches is passed in ``KEYS``::
     P:idle               string   set (30 s at most) by a claim that found nothing; the next
                                   enqueue deletes it and publishes on the channel P:wake, which
                                   every node subscribes to, so idle nodes claim at once
+    P:rate               hash  "<second % 64>:<worker>" -> "<second> <done> <errors>": runs
+                               acknowledged per second (a ring; expires after 2 idle minutes)
 
 A job keeps its ``seq`` for life, so a job handed back, taken over, retried or released
 returns to its own place in the FIFO (ahead of the jobs enqueued after it), as on SQLite.
@@ -83,6 +85,7 @@ from redis.commands.core import Script
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
+from toniq.backends.base import check_window, in_window
 from toniq.errors import ConfigurationError, EnqueueError, StoreClosedError, StoreError
 from toniq.job import (
     CANNOT_RUN,
@@ -473,6 +476,7 @@ class RedisBackend:
                 self.key("count:done"),
                 self._claims(node_id),
                 *(self._scheduled(worker) for worker in workers),
+                self.key("rate"),
             ]
             args: list[Any] = [node_id, len(workers), *workers]
             for o in outcomes:
@@ -877,6 +881,28 @@ class RedisBackend:
             for worker, value in values.items():
                 add(_text(worker), state, int(value))
         return {w: counts[w] for w in sorted(counts)}
+
+    def finished_recently(self, window: int = 60) -> dict[str, dict[str, int]]:
+        check_window(window)
+        with self._guard("read throughput"):
+            pipe = self._pipe()
+            if isinstance(pipe, Pipeline):
+                pipe.time()
+            pipe.hgetall(self.key("rate"))
+            *clock, ring = pipe.execute()
+            # The buckets are seconds of the server's clock: compare with its now (a
+            # cluster pipeline refuses keyless commands, so TIME goes alone there).
+            sec, usec = clock[0] if clock else self._client.time(**self._on_master())
+        now = int(sec) + int(usec) / 1e6
+        found: dict[str, dict[str, int]] = {}
+        for field, value in ring.items():
+            worker = _text(field).partition(":")[2]
+            second, done, errors = (int(x) for x in _text(value).split())
+            if in_window(second, now, window):
+                per = found.setdefault(worker, {"done": 0, "errors": 0})
+                per["done"] += done
+                per["errors"] += errors
+        return found
 
     def server_warnings(self) -> list[str]:
         with self._guard("check the server"):

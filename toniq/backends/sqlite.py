@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from toniq.backends.base import NoServer
+from toniq.backends.base import RING_SECONDS, NoServer, check_window, in_window
 from toniq.errors import ConfigurationError, EnqueueError, StoreClosedError, StoreError
 from toniq.job import (
     CANNOT_RUN,
@@ -73,6 +73,14 @@ CREATE TABLE IF NOT EXISTS toniq_counters (
     name TEXT NOT NULL,
     value INTEGER NOT NULL,
     PRIMARY KEY (worker, name)
+);
+CREATE TABLE IF NOT EXISTS toniq_rate (
+    slot INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    sec INTEGER NOT NULL,
+    done INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    PRIMARY KEY (slot, worker)
 );
 CREATE TABLE IF NOT EXISTS toniq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -293,13 +301,14 @@ class SQLiteBackend(NoServer):
                 "ON CONFLICT (worker, name) DO UPDATE SET value = value + excluded.value",
                 list(per_worker.items()),
             )
+            errors: dict[str, int] = {}
             for outcome in failed:
                 assert outcome.error is not None
                 retry = outcome.retry_in is not None
                 row = conn.execute(
                     "UPDATE toniq_jobs SET state = ?, finished_at = ?, run_at = ?, node = NULL, "
                     "token = NULL, errors = json_insert(errors, '$[#]', json(?)) "
-                    "WHERE id = ? AND token = ? AND state = 'running' RETURNING id",
+                    "WHERE id = ? AND token = ? AND state = 'running' RETURNING worker",
                     (
                         JobState.SCHEDULED if retry else JobState.FAILED,
                         None if retry else now,
@@ -311,6 +320,20 @@ class SQLiteBackend(NoServer):
                 ).fetchone()
                 if row is not None:
                     accepted.add(outcome.id)
+                    errors[row[0]] = errors.get(row[0], 0) + 1
+            # The throughput ring (see finished_recently): one row per worker and second
+            # modulo RING_SECONDS, restarted when its second has passed.
+            sec = int(now)
+            conn.executemany(
+                "INSERT INTO toniq_rate (slot, worker, sec, done, errors) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (slot, worker) DO UPDATE SET sec = excluded.sec, "
+                "done = excluded.done + CASE WHEN sec = excluded.sec THEN done ELSE 0 END, "
+                "errors = excluded.errors + CASE WHEN sec = excluded.sec THEN errors ELSE 0 END",
+                [
+                    (sec % RING_SECONDS, w, sec, per_worker.get(w, 0), errors.get(w, 0))
+                    for w in sorted(per_worker.keys() | errors.keys())
+                ],
+            )
         rejected = tuple(o.id for o in outcomes if o.id not in accepted)
         return AckReport(len(accepted), rejected)
 
@@ -533,6 +556,20 @@ class SQLiteBackend(NoServer):
         ):
             counts.setdefault(worker, {})["done"] = value
         return counts
+
+    def finished_recently(self, window: int = 60) -> dict[str, dict[str, int]]:
+        check_window(window)
+        now = time.time()
+        found: dict[str, dict[str, int]] = {}
+        for worker, sec, done, errors in self._read(
+            "SELECT worker, sec, done, errors FROM toniq_rate WHERE sec > ?",
+            (int(now) - window,),
+        ):
+            if in_window(sec, now, window):
+                per = found.setdefault(worker, {"done": 0, "errors": 0})
+                per["done"] += done
+                per["errors"] += errors
+        return found
 
     def close(self) -> None:
         with self._lock:
