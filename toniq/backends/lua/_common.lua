@@ -122,6 +122,16 @@ local function call_in_chunks(cmd, key, values)
   end
 end
 
+-- HMGET of a long list of fields, in chunks: the values in order (false where missing).
+local function hmget(key, fields)
+  local values = {}
+  for c = 1, #fields, CHUNK do
+    local got = redis.call('HMGET', key, unpack(fields, c, math.min(#fields, c + CHUNK - 1)))
+    for k = 1, #got do values[c + k - 1] = got[k] end
+  end
+  return values
+end
+
 -- Leave the "claimers" set once a node's claim set is empty.
 local function forget_empty_claims(claimers, claims, node)
   if redis.call('EXISTS', claims) == 0 then

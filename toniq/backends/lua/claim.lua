@@ -37,28 +37,49 @@ local started = fmt(t)
 local out = {}
 local running = {}
 
-local function lease(available, worker, id, suspect)
-  local job = load_job(KEYS[2], id)
-  redis.call('ZREM', available, id)
-  if not job or job.state ~= 'available' then return false end
-  job.state = 'running'
-  job.attempt = job.attempt + 1
-  job.node = node
-  job.token = token
-  job.started_at = started
-  save_job(KEYS[2], id, job)
-  redis.call('HSET', KEYS[6], id, worker)
-  running[worker] = (running[worker] or 0) + 1
-  local n = #out
-  out[n + 1] = id
-  out[n + 2] = worker
-  out[n + 3] = redis.call('HGET', KEYS[3], id) or ''
-  out[n + 4] = job.attempt
-  out[n + 5] = job.enqueued_at
-  out[n + 6] = job.options or ''
-  out[n + 7] = job.seq
-  out[n + 8] = suspect and 1 or 0
-  return true
+-- Lease these ids of "available:<worker>" (each becomes RUNNING, or is dropped from the
+-- set if its record says it is not AVAILABLE), with one command per key for the whole
+-- list: a command called from Lua costs about a microsecond before it does anything.
+-- Returns how many were leased.
+local function lease(available, worker, ids, suspect)
+  if #ids == 0 then return 0 end
+  call_in_chunks('ZREM', available, ids)
+  local raws = hmget(KEYS[2], ids)
+  local records, claims, leased, jobs = {}, {}, {}, {}
+  for k = 1, #ids do
+    local job = raws[k] and cjson.decode(raws[k])
+    if job and job.state == 'available' then
+      local id = ids[k]
+      job.state = 'running'
+      job.attempt = job.attempt + 1
+      job.node = node
+      job.token = token
+      job.started_at = started
+      records[#records + 1] = id
+      records[#records + 1] = cjson.encode(job)
+      claims[#claims + 1] = id
+      claims[#claims + 1] = worker
+      leased[#leased + 1] = id
+      jobs[#jobs + 1] = job
+    end
+  end
+  if #leased == 0 then return 0 end
+  call_in_chunks('HSET', KEYS[2], records)
+  call_in_chunks('HSET', KEYS[6], claims)
+  local payloads = hmget(KEYS[3], leased)
+  for k = 1, #leased do
+    local job, n = jobs[k], #out
+    out[n + 1] = leased[k]
+    out[n + 2] = worker
+    out[n + 3] = payloads[k] or ''
+    out[n + 4] = job.attempt
+    out[n + 5] = job.enqueued_at
+    out[n + 6] = job.options or ''
+    out[n + 7] = job.seq
+    out[n + 8] = suspect and 1 or 0
+  end
+  running[worker] = (running[worker] or 0) + #leased
+  return #leased
 end
 
 -- Due jobs first.
@@ -92,7 +113,7 @@ if alone then
     end
   end
   if best then
-    took_suspect = lease(KEYS[5 + 2 * best_i], ARGV[5 + 2 * best_i], best[1], true)
+    took_suspect = lease(KEYS[5 + 2 * best_i], ARGV[5 + 2 * best_i], {best[1]}, true) == 1
   end
 end
 
@@ -117,9 +138,9 @@ for i = 1, took_suspect and 0 or m do
     end
     if #picks == 0 then break end
     table.sort(picks, function(a, b) return a[2] < b[2] end)
-    for p = 1, math.min(#picks, wanted - got) do
-      if lease(available, worker, picks[p][1], false) then got = got + 1 end
-    end
+    local ids = {}
+    for p = 1, math.min(#picks, wanted - got) do ids[p] = picks[p][1] end
+    got = got + lease(available, worker, ids, false)
   end
 end
 for worker, n in pairs(running) do

@@ -38,13 +38,10 @@ for j = 0, n - 1 do
   seen[id] = true
   ids[j + 1] = id
 end
-for c = 1, n, CHUNK do
-  local found = redis.call('HMGET', KEYS[1], unpack(ids, c, math.min(n, c + CHUNK - 1)))
-  for k = 1, #found do
-    if found[k] then
-      return redis.error_reply('TONIQ_DUPLICATE job id ' .. ids[c + k - 1]
-        .. ' exists; nothing was stored')
-    end
+local found = hmget(KEYS[1], ids)
+for k = 1, n do
+  if found[k] then
+    return redis.error_reply('TONIQ_DUPLICATE job id ' .. ids[k] .. ' exists; nothing was stored')
   end
 end
 
