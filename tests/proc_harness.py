@@ -65,6 +65,8 @@ class Procs:
         self.store = toniq.Toniq(self.url)
         self.store.counts()
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        #: Variables every child gets (before a call's own), e.g. the chaos suite's ledger.
+        self.child_env: dict[str, str] = {}
 
     # -- processes -----------------------------------------------------------------------
 
@@ -80,6 +82,7 @@ class Procs:
             PROCJOBS_TAKEOVER_INTERVAL=str(TAKEOVER_INTERVAL),
             PROCJOBS_POLL="0.01",
         )
+        env.update(self.child_env)
         env.update({k: str(v) for k, v in extra.items()})
         return env
 

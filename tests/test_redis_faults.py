@@ -1,8 +1,11 @@
 """Fault acceptance tests of the Redis backend (issue 4), against real ``redis-server``
-processes that the tests start: node processes SIGKILLed in a storm (acceptance 2), a node
-SIGSTOPped past its lease (a zombie, 3), long jobs beside an idle node (4), Redis itself
-killed with ``kill -9`` and restarted, or frozen with SIGSTOP, under running nodes (5), a
+processes that the tests start: long jobs beside an idle node (acceptance 4), Redis itself
+killed and restarted under long jobs, or frozen with SIGSTOP, under running nodes (5), a
 producer SIGKILLed in the middle of enqueueing (6), and the key count after 100,000 jobs (7).
+
+The kill storm (acceptance 2), the SIGSTOPped node (3), Redis ``kill -9`` under a producer
+(5) and the poison job on Redis moved to the chaos suite (``tests/chaos/``), which accounts
+for every job in a SQLite ledger and runs them on SQLite too.
 
 The harness is ``tests/proc_harness.py`` (node processes via ``python -m toniq worker``, a
 ledger of per-process append-only files, polling against deadlines); the workers and the
@@ -16,19 +19,16 @@ every key of the default queue starts with ``toniq:{default}:``.
 from __future__ import annotations
 
 import collections
-import itertools
 import json
 import math
 import os
 import random
-import re
 import signal
-import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import pytest
 import redis
 
 import toniq
-from tests.proc_harness import Entry, Procs
+from tests.proc_harness import Procs
 from tests.redis_server import RedisServer
 from toniq.job import NewJob
 from toniq.serialization import dumps, loads
@@ -137,14 +137,6 @@ def poll(condition: Callable[[], Any], timeout: float, every: float = 0.02) -> b
         time.sleep(every)
 
 
-def runs_by_key(entries: list[Entry], event: str = "start") -> dict[str, list[Entry]]:
-    runs: dict[str, list[Entry]] = collections.defaultdict(list)
-    for e in sorted(entries, key=lambda e: e.at):
-        if e.event == event:
-            runs[e.key].append(e)
-    return runs
-
-
 def log_of(procs: Procs, label: str) -> str:
     path = procs.log_dir / f"{label}.err"
     return path.read_text(errors="replace") if path.exists() else ""
@@ -162,261 +154,6 @@ def wait_started(procs: Procs, *labels: str) -> None:
 def node_id_of(procs: Procs, label: str) -> str | None:
     pid = procs.children[label].pid
     return next((n.id for n in procs.store.nodes() if n.pid == pid), None)
-
-
-# -- 1. kill storm ------------------------------------------------------------------------------
-
-STORM_JOBS = 10_000
-STORM_NODES = 3
-STORM_SECONDS = 30.0
-KILL_EVERY = 2.0
-STORM_TAKEOVER = 1.5
-
-
-@dataclass
-class Ledger:
-    """The accounting of one workload: every job by its key."""
-
-    attempted: set[str]
-    stored: set[str]
-    started: set[str]
-    done: set[str]
-    runs: dict[str, list[Entry]]
-    lost: set[str] = field(init=False)
-    unexpected: set[str] = field(init=False)
-    duplicates: dict[str, list[Entry]] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.lost = self.stored - self.done
-        self.unexpected = (self.started | self.done) - self.attempted
-        self.duplicates = {k: r for k, r in self.runs.items() if len(r) > 1}
-
-    def summary(self) -> str:
-        extra = sum(len(r) - 1 for r in self.duplicates.values())
-        return (
-            f"attempted={len(self.attempted)} stored={len(self.stored)} "
-            f"started={len(self.started)} done={len(self.done)} lost={len(self.lost)} "
-            f"unexpected={len(self.unexpected)} duplicates={len(self.duplicates)} "
-            f"(extra runs {extra})"
-        )
-
-
-def test_kill_storm_loses_no_job(make_rig: Callable[..., Rig]) -> None:
-    """Acceptance 2: three nodes on one Redis; a random node is SIGKILLed every 2 s for 30 s
-    and restarted at once, while 10,000 jobs (naps of 0.05-0.5 s, half ``async def`` and half
-    ``def``) arrive at a steady rate; then the fleet drains. Every job runs, nothing else
-    runs, every duplicate run follows the kill of the node of the run before it, and Redis
-    keeps nothing but counters."""
-    rig = make_rig()
-    procs = rig.procs
-    # max_node_deaths high: the kills here are not the jobs' fault, and a job killed alone
-    # twice would otherwise (rightly) be failed as a poison pill.
-    env = node_env(STORM_TAKEOVER, PROCJOBS_MAX_NODE_DEATHS=1000)
-    labels = (f"node{i}" for i in itertools.count(1))
-    live: list[str] = []
-
-    def start_node() -> None:
-        label = next(labels)
-        procs.node(label, **env)
-        live.append(label)
-
-    for _ in range(STORM_NODES):
-        start_node()
-    procs.wait_nodes(STORM_NODES, alive=tuple(live))
-
-    seed = random.randrange(2**32)
-    rng = random.Random(seed)
-    backend = procs.store.backend
-    attempted: set[str] = set()
-    stored: set[str] = set()
-    kills: dict[int, tuple[float, float]] = {}  # pid -> (SIGKILL sent, death seen)
-    in_flight_at_kill: list[int] = []
-    enqueued = 0
-    began = time.monotonic()
-    next_kill = began + KILL_EVERY
-    # All jobs arrive during the first STORM_SECONDS - 2 s; kills go on to STORM_SECONDS.
-    arrival = STORM_SECONDS - 2.0
-    while True:
-        now = time.monotonic()
-        elapsed = now - began
-        if elapsed >= STORM_SECONDS and enqueued == STORM_JOBS:
-            break
-        due = min(STORM_JOBS, int(STORM_JOBS * elapsed / arrival) + 1)
-        if due > enqueued:
-            batch = [f"j{i}" for i in range(enqueued, due)]
-            attempted.update(batch)
-            # Even jobs are async (on the event loop), odd ones def (in the node's threads).
-            for parity, worker in enumerate(("procjobs.Nap", "procjobs.SyncNap")):
-                calls = [
-                    (f"j{i}", rng.uniform(0.05, 0.5))
-                    for i in range(enqueued, due)
-                    if i % 2 == parity
-                ]
-                if calls:
-                    backend.enqueue(new_jobs(worker, calls))
-            stored.update(batch)  # enqueue returned: stored
-            enqueued = due
-        for label in list(live):
-            code = procs.children[label].poll()
-            if code is not None:
-                pytest.fail(f"{label} exited by itself with {code}:\n{procs.output(label)}")
-        if now >= next_kill and elapsed < STORM_SECONDS:
-            next_kill += KILL_EVERY
-            registered = {n.pid for n in procs.store.nodes()}
-            candidates = [lb for lb in live if procs.children[lb].pid in registered]
-            if candidates:
-                victim = rng.choice(candidates)
-                pid = procs.children[victim].pid
-                sent = time.time()
-                procs.kill(victim)
-                kills[pid] = (sent, time.time())  # it died in between
-                live.remove(victim)
-                starts = runs_by_key([e for e in procs.ledger() if e.pid == pid])
-                dones = runs_by_key([e for e in procs.ledger() if e.pid == pid], "done")
-                in_flight_at_kill.append(sum(1 for k in starts if k not in dones))
-                start_node()
-        time.sleep(0.02)  # pacing of arrivals and kills, not a synchronisation
-    storm_end = time.monotonic()
-
-    # Drain: every job counted done exactly once by the store.
-    workers = ("procjobs.Nap", "procjobs.SyncNap")
-    drained = poll(lambda: sum(map(rig.done, workers)) >= STORM_JOBS, timeout=60, every=0.1)
-    drain_time = time.monotonic() - storm_end
-    entries = procs.ledger()
-    runs = runs_by_key(entries)
-    ledger = Ledger(
-        attempted,
-        stored,
-        set(runs),
-        {e.key for e in entries if e.event == "done"},
-        runs,
-    )
-    print(
-        f"\nkill storm (seed {seed}): {len(kills)} kills in {STORM_SECONDS:.0f}s, jobs in "
-        f"flight at each kill {in_flight_at_kill}; drained {drain_time:.1f}s after the storm"
-    )
-    print(f"ledger: {ledger.summary()}")
-    assert drained, f"not drained: {ledger.summary()}; lost e.g. {sorted(ledger.lost)[:10]}"
-    assert ledger.attempted == ledger.stored
-    assert ledger.lost == set(), ledger.summary()
-    assert ledger.unexpected == set(), ledger.summary()
-    assert sum(map(rig.done, workers)) == STORM_JOBS  # one terminal outcome per job
-
-    # Every duplicate run follows the kill of the node of the run before it.
-    unexplained = []
-    rerun_after_kill = []
-    for key, key_runs in ledger.duplicates.items():
-        for before, after in itertools.pairwise(key_runs):
-            killed = kills.get(before.pid)
-            if killed is None or not (before.at <= killed[1] and killed[0] <= after.at):
-                unexplained.append((key, before, after, killed))
-            else:
-                rerun_after_kill.append(after.at - killed[0])
-    assert unexplained == [], unexplained[:10]
-    assert len(kills) >= STORM_SECONDS / KILL_EVERY - 2
-    assert ledger.duplicates, "no kill caught a job in flight: the storm tested nothing"
-    print(
-        f"duplicate runs: {len(rerun_after_kill)}, each after its node's kill; rerun "
-        f"{min(rerun_after_kill):.2f}-{max(rerun_after_kill):.2f}s after the kill (median "
-        f"{statistics.median(rerun_after_kill):.2f}s; takeover timeout {STORM_TAKEOVER}s)"
-    )
-
-    # The killed nodes are forgotten (by takeover), then the live ones stop cleanly.
-    alive_pids = {procs.children[label].pid for label in live}
-    assert poll(
-        lambda: (
-            {n.pid for n in procs.store.nodes()} == alive_pids
-            and not rig.client.exists(PREFIX + "claimers")
-        ),
-        timeout=STORM_TAKEOVER + 10,
-    ), (procs.store.nodes(), rig.keys())
-    for label in live:
-        assert procs.stop(label) == 0, procs.output(label)
-    left = rig.keys()
-    assert set(left) <= COUNTERS, left
-    assert procs.store.counts() == {
-        "procjobs.Nap": {"done": STORM_JOBS // 2},
-        "procjobs.SyncNap": {"done": STORM_JOBS // 2},
-    }
-
-
-# -- 2. zombie ----------------------------------------------------------------------------------
-
-ZOMBIE_TAKEOVER = 1.0
-ZOMBIE_JOB = 3.0
-
-
-def test_zombie_node_late_ack_is_rejected(make_rig: Callable[..., Rig]) -> None:
-    """Acceptance 3: node A runs a 3 s job and is SIGSTOPped; B takes the job over after the
-    lease and finishes it; A is SIGCONTed, its job ends at once (its deadline passed while
-    stopped) and its late ack is rejected. The job ends done exactly once; A keeps running
-    and registers again."""
-    rig = make_rig()
-    procs = rig.procs
-    env = node_env(ZOMBIE_TAKEOVER)
-    a = procs.node("A", **env)
-    procs.wait_nodes(1, alive=("A",))
-    a_id = node_id_of(procs, "A")
-    (job,) = new_jobs("procjobs.Nap", [("zombie", ZOMBIE_JOB)])
-    procs.store.backend.enqueue([job])
-    procs.wait_until(lambda: procs.events("start", "A"), "A to start the job", alive=("A",))
-    b = procs.node("B", **env)
-    procs.wait_nodes(2, alive=("A", "B"))
-
-    stopped_at = time.time()
-    os.kill(a.pid, signal.SIGSTOP)
-    b_start = procs.wait_until(
-        lambda: procs.events("start", "B"), "B to take the job over", timeout=10, alive=("B",)
-    )[0]
-    takeover = b_start.at - stopped_at
-    procs.wait_until(
-        lambda: rig.done("procjobs.Nap") == 1, "B to finish the job", timeout=10, alive=("B",)
-    )
-    assert procs.store.get_job(job.id) is None
-    assert a_id not in {n.id for n in procs.store.nodes()}  # presumed dead, forgotten
-    assert procs.events("done", "A") == []
-
-    resumed_at = time.time()
-    os.kill(a.pid, signal.SIGCONT)
-    procs.wait_until(
-        lambda: "acknowledgement(s) rejected" in log_of(procs, "A"),
-        "A's late ack to be rejected",
-        timeout=10,
-        alive=("A", "B"),
-    )
-    procs.wait_until(
-        lambda: a_id in {n.id for n in procs.store.nodes()},
-        "A to register again",
-        timeout=10,
-        alive=("A", "B"),
-    )
-    log = log_of(procs, "A")
-    assert re.search(r"\b1 acknowledgement\(s\) rejected: .*" + job.id, log), log
-    assert "was presumed dead" in log and "registering again" in log
-    # Exactly one terminal state: done once, nothing else anywhere.
-    assert procs.store.counts() == {"procjobs.Nap": {"done": 1}}
-    assert procs.store.get_job(job.id) is None
-    assert [
-        (e.event, e.label) for e in sorted(procs.ledger(), key=lambda e: e.at) if e.key == "zombie"
-    ] == [
-        ("start", "A"),
-        ("start", "B"),
-        ("done", "B"),
-        ("done", "A"),
-    ]
-    # A keeps working: new jobs run (on either node), and both stop cleanly.
-    procs.store.backend.enqueue(new_jobs("procjobs.Noop", [(f"after-{i}",) for i in range(20)]))
-    procs.wait_until(lambda: rig.done("procjobs.Noop") == 20, "the jobs after", alive=("A", "B"))
-    print(
-        f"\nzombie: lease {ZOMBIE_TAKEOVER}s, B took the job over {takeover:.2f}s after A's "
-        f"SIGSTOP; A stopped {resumed_at - stopped_at:.2f}s; late ack rejected; "
-        f"jobs after: A ran {len(procs.events('done', 'A')) - 1}, "
-        f"B ran {len(procs.events('done', 'B')) - 1}"
-    )
-    assert ZOMBIE_TAKEOVER - HEARTBEAT - 0.1 <= takeover <= ZOMBIE_TAKEOVER + 2.0, takeover
-    assert procs.stop("A") == 0
-    assert procs.stop("B") == 0
-    assert b.returncode == 0
 
 
 # -- 3. long jobs keep their lease --------------------------------------------------------------
@@ -499,119 +236,9 @@ def test_long_jobs_are_not_taken_over_while_their_node_lives(
     assert procs.stop("B") == 0
 
 
-# -- 4. Redis kill -9 and restart ---------------------------------------------------------------
+# -- 4. Redis restarts and outages (the kill -9 under load: tests/chaos/test_redis_outages.py) --
 
-OUTAGE = 2.0
-OUTAGES = 2
 REDIS_TAKEOVER = 1.5
-
-
-def test_redis_kill_9_and_restart(make_rig: Callable[..., Rig]) -> None:
-    """Acceptance 5: Redis with AOF ``appendfsync always`` is killed with ``kill -9`` twice
-    while two nodes run and a producer enqueues, and restarted on the same port and directory
-    after 2 s. The nodes resume without being restarted; every job whose enqueue returned
-    runs; enqueues during the outage raise toniq.EnqueueError within a bounded time; no job
-    stays RUNNING under a live node."""
-    rig = make_rig(*AOF_ALWAYS)
-    procs = rig.procs
-    assert rig.client.config_get("appendfsync") == {"appendfsync": "always"}
-    env = node_env(REDIS_TAKEOVER)
-    procs.node("n1", **env)
-    procs.node("n2", **env)
-    nodes = ("n1", "n2")
-    wait_started(procs, *nodes)
-    stop_file = procs.tmp / "stop-producer"
-    procs.run_fixture("producer", "produce_main", "single", 0, 0.002, PROCJOBS_STOP=stop_file)
-
-    def count(event: str) -> int:
-        return sum(1 for e in procs.ledger() if e.event == event)
-
-    kills: list[tuple[float, float]] = []  # (killed at, answering again at)
-    for _ in range(OUTAGES):
-        target = count("stored") + 300
-        procs.wait_until(
-            lambda: count("stored") >= target,  # noqa: B023 (called at once)
-            "the producer to store jobs",
-            alive=(*nodes, "producer"),
-        )
-        killed = time.time()
-        rig.server.kill()
-        time.sleep(OUTAGE)  # the outage itself
-        rig.server.restart()
-        back = time.time()
-        kills.append((killed, back))
-        # Both nodes resume by themselves: each runs jobs again.
-        procs.wait_until(
-            lambda: all(
-                any(e.at > back for e in procs.events("done", label))  # noqa: B023
-                for label in nodes
-            ),
-            "both nodes to run jobs again",
-            timeout=20,
-            alive=(*nodes, "producer"),
-        )
-    stop_file.touch()
-    assert procs.children["producer"].wait(30) == 0, procs.output("producer")
-
-    entries = procs.ledger()
-    produced = [e for e in entries if e.label == "producer"]
-    begun = {e.key for e in produced if e.event == "begin"}
-    stored = {e.key for e in produced if e.event == "stored"}
-    failed = [e for e in produced if e.event.startswith("error:")]
-    failed_keys = {e.key for e in failed}
-    assert begun == stored | failed_keys and not stored & failed_keys
-
-    def all_ran() -> bool:
-        return stored <= {e.key for e in procs.ledger() if e.event == "done"}
-
-    ran = poll(all_ran, timeout=30, every=0.1)
-    entries = procs.ledger()
-    runs = runs_by_key(entries)
-    done = {e.key for e in entries if e.event == "done"}
-    ledger = Ledger(begun, stored, set(runs), done, runs)
-    error_types = collections.Counter(e.event.split(":")[1] for e in failed)
-    latencies = [int(e.event.split(":")[2]) / 1000 for e in failed]
-    ambiguous = failed_keys & set(runs)  # raised, yet stored (the reply was lost)
-    recovery = []
-    for _, back in kills:
-        firsts = [
-            min((e.at for e in procs.events("done", label) if e.at > back), default=math.inf)
-            for label in nodes
-        ]
-        recovery.append(f"{max(firsts) - back:.2f}s")
-    presumed = sum(log_of(procs, label).count("was presumed dead (no heartbeat") for label in nodes)
-    ghosts = sum(log_of(procs, label).count("claim reply was lost") for label in nodes)
-    print(
-        f"\nredis kill -9 x{OUTAGES} ({OUTAGE}s outages, AOF always): ledger {ledger.summary()}"
-        f"\nenqueue errors: {len(failed)} {dict(error_types)}, latency max "
-        f"{max(latencies, default=0):.3f}s median "
-        f"{statistics.median(latencies) if latencies else 0:.3f}s; raised but stored anyway: "
-        f"{len(ambiguous)}\nboth nodes ran jobs again {recovery} after Redis answered; "
-        f"nodes presumed dead after an outage: {presumed}; ghost claims handed back: {ghosts}"
-    )
-    assert ran, f"jobs whose enqueue returned never ran: {sorted(ledger.lost)[:20]}"
-    assert ledger.unexpected == set()
-    assert failed, "no enqueue failed: the outage was not observed"
-    assert set(error_types) == {"toniq.errors.EnqueueError"}, error_types
-    assert max(latencies) <= 3.0, latencies
-    procs.check_alive(*nodes)
-    pids = {procs.children[label].pid for label in nodes}
-
-    # No ghost: nothing left RUNNING (or at all) under the live nodes, which stay registered.
-    def clean() -> bool:
-        return (
-            not rig.client.exists(PREFIX + "jobs")
-            and not rig.client.exists(PREFIX + "claimers")
-            and not rig.client.exists(PREFIX + "count:running")
-            and {n.pid for n in procs.store.nodes()} == pids
-        )
-
-    if not poll(clean, timeout=10, every=0.1):
-        records = {k.decode(): v.decode() for k, v in rig.client.hgetall(PREFIX + "jobs").items()}
-        pytest.fail(f"left after the drain: {rig.keys()}; records: {records}")
-    assert set(rig.keys()) <= COUNTERS | NODE_KEYS
-    for label in nodes:
-        assert procs.stop(label) == 0
 
 
 def test_redis_restart_does_not_take_over_the_jobs_of_live_nodes(
@@ -932,14 +559,3 @@ def test_keys_back_to_baseline_after_100k_jobs(make_rig: Callable[..., Rig]) -> 
         assert not rig.client.exists(PREFIX + name), name
     assert procs.store.counts() == {"procjobs.Noop": {"done": MANY + 1}}
     assert procs.stop("node") == 0
-
-
-def test_poison_job_on_redis_goes_to_failed_after_n_node_deaths(
-    make_rig: Callable[..., Rig],
-) -> None:
-    """Issue 3's poison pill, on Redis: it fails after max_node_deaths deaths, alone, while
-    the 200 jobs around it all finish."""
-    from tests import test_process_failures as poison
-
-    rig = make_rig()
-    poison.test_poison_job_goes_to_failed_after_n_node_deaths(rig.procs)
