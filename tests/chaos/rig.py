@@ -32,6 +32,8 @@ PREFIX = "toniq:{default}:"
 #: Keys a finished workload may leave on Redis: counters, and the nodes while they run.
 COUNTERS = {"count:done", "seq", "workers"}
 NODE_KEYS = {"nodes", "nodeinfo"}
+#: Keys that expire by themselves: the throughput ring and the idle flag (docs/redis.md).
+EXPIRING = {"rate", "idle"}
 #: What failed jobs keep (only when a scenario expects some).
 FAILED_KEYS = {"jobs", "payloads", "errors", "failed", "count:failed"}
 AOF_ALWAYS = ("--appendonly", "yes", "--appendfsync", "always")
@@ -168,7 +170,8 @@ class Rig:
         if self.client is not None:
             c = self.client
             keys = {k.decode()[len(PREFIX) :] for k in c.scan_iter(match=PREFIX + "*", count=1000)}
-            allowed = COUNTERS | NODE_KEYS | (FAILED_KEYS if expected_failed else set())
+            allowed = COUNTERS | NODE_KEYS | EXPIRING
+            allowed |= FAILED_KEYS if expected_failed else set()
             found["extra_keys"] = len({k for k in keys if k not in allowed})
             found["claims"] = int(c.scard(PREFIX + "claimers")) + sum(
                 int(c.hlen(PREFIX + k)) for k in keys if k.startswith("claims:")
