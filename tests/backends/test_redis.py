@@ -19,7 +19,7 @@ from toniq.backends import from_url
 from toniq.backends.redis import RedisBackend, parse_url, script_source
 from toniq.errors import ConfigurationError, EnqueueError, StoreError
 from toniq.job import HELD, NODE_LOST, JobError, JobState, NewJob, NodeInfo, Outcome
-from toniq.serialization import dumps
+from toniq.serialization import dumps_unsigned as dumps
 
 W = "redis.W"
 

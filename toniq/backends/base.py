@@ -141,5 +141,10 @@ class Backend(Protocol):
     def server_id(self) -> str | None:
         """An id that changes when the store's server restarts (Redis's run id), or None."""
 
+    def signing_secret(self) -> bytes | None:
+        """The key that signs payloads when none is configured: SQLite keeps a random one
+        in the database (made on first use), memory one per backend; Redis has none (a key
+        kept in Redis would be readable by whoever can write jobs there). docs/security.md."""
+
     def close(self) -> None:
         """Release connections. Later calls raise :class:`toniq.StoreClosedError`."""

@@ -901,6 +901,9 @@ class RedisBackend:
         run_id = info.get("run_id") if isinstance(info, dict) else None
         return None if run_id is None else str(run_id)
 
+    def signing_secret(self) -> None:
+        return None  # a key kept in Redis is readable by whoever can write jobs there
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
