@@ -15,7 +15,6 @@ import re
 import signal
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ import pytest
 import toniq
 from tests.proc_harness import Entry, Procs, keys
 from tests.proc_harness import procs as procs  # the fixture, for the tests of this module
-from toniq.job import NODE_LOST, NewJob
+from toniq.job import NODE_LOST
 from toniq.serialization import make_job
 
 pytestmark = [

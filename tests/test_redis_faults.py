@@ -26,7 +26,6 @@ import signal
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +35,10 @@ import pytest
 import redis
 
 import toniq
+from tests.conftest import TEST_SECRET
 from tests.proc_harness import Entry, Procs
 from tests.redis_server import RedisServer
 from toniq.job import NewJob
-from tests.conftest import TEST_SECRET
 from toniq.serialization import make_job, open_payload
 from toniq.signing import Keyring, parse_secrets
 

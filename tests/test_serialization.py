@@ -64,9 +64,9 @@ def test_rotation_new_key_signs_and_old_key_still_verifies() -> None:
 
 
 def test_a_payload_copied_under_another_job_or_worker_is_refused() -> None:
-    with pytest.raises(PayloadError, match="signed for job j1 of app.W, not job j2"):
+    with pytest.raises(PayloadError, match=r"signed for job j1 of app\.W, not job j2"):
         opened(sealed(), job_id="j2")
-    with pytest.raises(PayloadError, match="not job j1 of app.Other"):
+    with pytest.raises(PayloadError, match=r"not job j1 of app\.Other"):
         opened(sealed(), worker="app.Other")
     with pytest.raises(PayloadError, match="signed for enqueue time"):
         opened(sealed(), enqueued_at=AT + 1)
