@@ -80,6 +80,8 @@ class Procs:
             PROCJOBS_TAKEOVER_INTERVAL=str(TAKEOVER_INTERVAL),
             PROCJOBS_POLL="0.01",
         )
+        if "TONIQ_SECRET" in os.environ:  # the session's signing key (tests/conftest.py)
+            env["TONIQ_SECRET"] = os.environ["TONIQ_SECRET"]
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
