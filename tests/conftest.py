@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,14 @@ FAST: dict[str, Any] = {
     "poll_interval": 0.01,
     "grace_period": 2.0,
 }
+
+#: The signing key of the test session. Redis refuses to run without one (docs/security.md),
+#: so every app of the session, and every node process it starts (they inherit the
+#: environment), signs with this key. Tests of the key-less paths (SQLite's own key, the
+#: refusals on Redis, the opt-out) remove it with ``monkeypatch.delenv("TONIQ_SECRET")``.
+TEST_SECRET = "toniq-test-secret-0123456789abcdef"
+os.environ["TONIQ_SECRET"] = TEST_SECRET
+os.environ.pop("TONIQ_INSECURE_UNSIGNED", None)
 
 BACKENDS = ["memory", "sqlite", "redis"]
 #: The backend contract also runs on a three-master Redis Cluster ("redis-cluster"). The

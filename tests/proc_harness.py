@@ -83,6 +83,8 @@ class Procs:
             PROCJOBS_POLL="0.01",
         )
         env.update(self.child_env)
+        if "TONIQ_SECRET" in os.environ:  # the session's signing key (tests/conftest.py)
+            env["TONIQ_SECRET"] = os.environ["TONIQ_SECRET"]
         env.update({k: str(v) for k, v in extra.items()})
         return env
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -62,7 +63,10 @@ class RedisServer:
     ``["--appendonly", "yes", "--appendfsync", "always"]``; by default nothing is persisted.
     With ``tls``, the port speaks only TLS, with a self-signed certificate for 127.0.0.1
     (``cert``) made in the server's directory; :meth:`url` is then a ``rediss://`` URL that
-    trusts it."""
+    trusts it. With ``client_certs`` (implies ``tls``) there is a test CA instead (``ca``)
+    that signs the server's certificate and a client certificate (``client_cert``,
+    ``client_key``), and the server refuses clients without one (``--tls-auth-clients
+    yes``); :meth:`url` and :meth:`client` present it."""
 
     def __init__(
         self,
@@ -72,6 +76,7 @@ class RedisServer:
         directory: Path | None = None,
         binary: str | None = None,
         tls: bool = False,
+        client_certs: bool = False,
     ) -> None:
         # TONIQ_TEST_REDIS_SERVER runs the suite against another server build, e.g. Redis
         # 6.2 or valkey-server (scripts/test-redis-versions).
@@ -91,13 +96,17 @@ class RedisServer:
         self._own_dir = directory is None
         self.dir = directory or Path(tempfile.mkdtemp(prefix="toniq-redis-"))
         self.socket_path = self.dir / "redis.sock"
-        self.tls = tls
+        self.tls = tls or client_certs
+        self.client_certs = client_certs
         self.cert = self.dir / "cert.pem"
+        self.ca = self.dir / "ca.pem" if client_certs else self.cert
+        self.client_cert = self.dir / "client.pem"
+        self.client_key = self.dir / "client-key.pem"
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0, **query: str) -> str:
         if self.tls:
-            query = {"ssl_ca_certs": str(self.cert), **query}
+            query = {"ssl_ca_certs": str(self.ca), **self._client_cert_query(), **query}
         extra = "&".join(f"{k}={v}" for k, v in query.items())
         scheme = "rediss" if self.tls else "redis"
         return f"{scheme}://127.0.0.1:{self.port}/{db}" + (f"?{extra}" if extra else "")
@@ -105,7 +114,13 @@ class RedisServer:
     def unix_url(self, db: int = 0) -> str:
         return f"unix://{self.socket_path}?db={db}"
 
-    def client(self, db: int = 0) -> redis.Redis:
+    def _client_cert_query(self) -> dict[str, str]:
+        if not self.client_certs:
+            return {}
+        return {"ssl_certfile": str(self.client_cert), "ssl_keyfile": str(self.client_key)}
+
+    def client(self, db: int = 0, **options: Any) -> redis.Redis:
+        """A client as the default user (or ``username=``/``password=`` in ``options``)."""
         if self.tls:
             return redis.Redis(
                 host="127.0.0.1",
@@ -113,13 +128,40 @@ class RedisServer:
                 db=db,
                 socket_timeout=5,
                 ssl=True,
-                ssl_ca_certs=str(self.cert),
+                ssl_ca_certs=str(self.ca),
+                **self._client_cert_query(),
+                **options,
             )
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=5)
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=5, **options)
+
+    def _make_ca_certs(self, key: Path) -> None:
+        """A test CA, a server certificate for 127.0.0.1 and a client certificate."""
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        ca_key = self.dir / "ca-key.pem"
+        ca_subject = ["-subj", "/CN=toniq test CA"]
+        openssl("req", "-x509", *ec, "-days", "1", *ca_subject, "-keyout", str(ca_key), "-out",
+                str(self.ca))  # fmt: skip
+        for name, subject, ext, out, out_key in (
+            ("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1", self.cert, key),
+            ("client", "/CN=toniq", "extendedKeyUsage=clientAuth", self.client_cert,
+             self.client_key),
+        ):  # fmt: skip
+            csr, extfile = self.dir / f"{name}.csr", self.dir / f"{name}.ext"
+            extfile.write_text(ext + "\n")
+            openssl("req", *ec, "-subj", subject, "-keyout", str(out_key), "-out", str(csr))
+            ca = ["-CA", str(self.ca), "-CAkey", str(ca_key), "-CAcreateserial"]
+            openssl("x509", "-req", "-in", str(csr), *ca, "-days", "1", "-extfile", str(extfile),
+                    "-out", str(out))  # fmt: skip
 
     def _tls_args(self) -> list[str]:
         key = self.dir / "key.pem"
-        if not self.cert.exists():
+        if self.client_certs and not self.cert.exists():
+            self._make_ca_certs(key)
+        elif not self.cert.exists():
             subprocess.run(
                 [
                     "openssl",
@@ -154,9 +196,9 @@ class RedisServer:
             "--tls-key-file",
             str(key),
             "--tls-ca-cert-file",
-            str(self.cert),
+            str(self.ca),
             "--tls-auth-clients",
-            "no",
+            "yes" if self.client_certs else "no",
         ]
 
     @property

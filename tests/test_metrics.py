@@ -177,7 +177,9 @@ def test_toniq_worker_serves_metrics(tmp_path: Path) -> None:
     for i in range(5):
         producer.enqueue(Echo, i)
     producer.close()
+    # Not the test session's TONIQ_ settings, but its signing key, which signed the jobs.
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONIQ_")}
+    env["TONIQ_SECRET"] = os.environ["TONIQ_SECRET"]
     proc = subprocess.Popen(
         [
             sys.executable,

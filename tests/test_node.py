@@ -11,6 +11,7 @@ import pytest
 import toniq
 from tests.workers import Echo, Fails, Limited, LimitedSync, Sleeper, probe
 from toniq.job import CANNOT_RUN, NewJob
+from toniq.serialization import make_job
 
 
 @pytest.fixture(autouse=True)
@@ -35,9 +36,7 @@ def test_max_concurrency_caps_one_worker_while_others_run_freely(app: toniq.Toni
 
 def test_ten_thousand_async_jobs_run_at_the_same_time(app: toniq.Toniq) -> None:
     jobs = [
-        NewJob(
-            f"sleep-{i}", Sleeper.worker_name, toniq.serialization.dumps((1.0,), {}), time.time()
-        )
+        make_job(app.keyring, Sleeper.worker_name, (1.0,), job_id=f"sleep-{i}")
         for i in range(10_000)
     ]
     app.backend.enqueue(jobs)
@@ -79,8 +78,7 @@ def test_an_undecodable_payload_fails_with_the_reason(app: toniq.Toniq) -> None:
 
 
 def test_unknown_worker_jobs_fail_and_the_node_keeps_running(app: toniq.Toniq) -> None:
-    payload = toniq.serialization.dumps((), {})
-    app.backend.enqueue([NewJob("orphan", "gone.Worker", payload, time.time())])
+    app.backend.enqueue([make_job(app.keyring, "gone.Worker", job_id="orphan")])
     with toniq.Node(app, unknown_worker_timeout=0.2) as node:
         deadline = time.monotonic() + 10
         while (record := app.get_job("orphan")) and record.state is not toniq.JobState.FAILED:

@@ -15,7 +15,6 @@ import re
 import signal
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +23,8 @@ import pytest
 import toniq
 from tests.proc_harness import Entry, Procs, keys
 from tests.proc_harness import procs as procs  # the fixture, for the tests of this module
-from toniq.job import NODE_LOST, NewJob
-from toniq.serialization import dumps
+from toniq.job import NODE_LOST
+from toniq.serialization import make_job
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
@@ -43,7 +42,8 @@ NORMAL = 200
 def enqueue(procs: Procs, jobs: list[tuple[str, str]]) -> list[str]:
     """Store ``(worker, key)`` jobs in this order, in one transaction; their ids."""
     now = time.time()
-    new = [NewJob(uuid.uuid4().hex, worker, dumps((key,), {}), now) for worker, key in jobs]
+    keys = procs.store.keyring
+    new = [make_job(keys, worker, (key,), enqueued_at=now) for worker, key in jobs]
     procs.store.backend.enqueue(new)
     return [job.id for job in new]
 

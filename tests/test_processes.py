@@ -36,7 +36,7 @@ from tests.proc_harness import (
 from tests.proc_harness import procs as procs  # the fixture, for the tests of this module
 from toniq.backends import from_url
 from toniq.job import NewJob
-from toniq.serialization import dumps
+from toniq.serialization import dumps_unsigned as dumps
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),

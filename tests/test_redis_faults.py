@@ -26,7 +26,6 @@ import random
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +35,12 @@ import pytest
 import redis
 
 import toniq
+from tests.conftest import TEST_SECRET
 from tests.proc_harness import Procs
 from tests.redis_server import RedisServer
 from toniq.job import NewJob
-from toniq.serialization import dumps, loads
+from toniq.serialization import make_job, open_payload
+from toniq.signing import Keyring, parse_secrets
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
@@ -121,9 +122,13 @@ def node_env(takeover: float, **extra: Any) -> dict[str, Any]:
     }
 
 
+#: Jobs written straight to Redis are signed with the session's key (tests/conftest.py).
+KEYS = Keyring(parse_secrets(TEST_SECRET))
+
+
 def new_jobs(worker: str, calls: list[tuple[Any, ...]]) -> list[NewJob]:
     now = time.time()
-    return [NewJob(uuid.uuid4().hex, worker, dumps(args, {}), now) for args in calls]
+    return [make_job(KEYS, worker, args, enqueued_at=now) for args in calls]
 
 
 def poll(condition: Callable[[], Any], timeout: float, every: float = 0.02) -> bool:
@@ -414,7 +419,7 @@ def check_stored_jobs(rig: Rig) -> dict[str, str]:
         assert record["worker"] == "procjobs.Noop"
         assert placed[job_id] == record["seq"]
         seqs.add(record["seq"])
-        args, kwargs = loads(payloads[job_id])
+        args, kwargs = open_payload(payloads[job_id], KEYS, job_id=job_id, worker="procjobs.Noop")
         assert kwargs == {} and len(args) == 1, (args, kwargs)
         keys[job_id] = args[0]
     assert len(seqs) == len(records)

@@ -24,7 +24,7 @@ from toniq.backends import from_url
 from toniq.backends.redis import RedisBackend
 from toniq.cli import banner, main
 from toniq.job import JobError, NewJob, NodeInfo, Outcome
-from toniq.serialization import dumps
+from toniq.serialization import dumps_unsigned as dumps
 from toniq.status import SCHEMA_VERSION, ThroughputLog, snapshot
 
 gate = threading.Event()

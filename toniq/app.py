@@ -17,14 +17,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from toniq.backends import Backend, from_url
-from toniq.errors import ConfigurationError, EnqueueError, StoreError
+from toniq.errors import ConfigurationError, EnqueueError, MissingSecretError, StoreError
 from toniq.events import EventBus, JobEvent
 from toniq.job import HELD, JobRecord, JobState, NewJob, NodeInfo
-from toniq.serialization import dumps
+from toniq.serialization import open_payload, seal
 from toniq.settings import DEFAULT_URL, Settings, redact
+from toniq.signing import Keyring, new_secret
 from toniq.worker import Worker, check_arguments, resolve
 
 if TYPE_CHECKING:
@@ -141,6 +142,10 @@ class Toniq:
         self.events = EventBus()
         #: When set (by :mod:`toniq.testing`), enqueue hands jobs to it instead of the store.
         self.interceptor: Interceptor | None = None
+        self._keyring: Keyring | None = None
+        #: Signs intercepted jobs when no secret is configured, so test modes need no store.
+        self._test_key: bytes | None = None
+        self._warned_unsigned = False
 
     @property
     def url(self) -> str:
@@ -167,6 +172,87 @@ class Toniq:
                 self._backend = from_url(self.settings.url)
             return self._backend
 
+    # -- signing -------------------------------------------------------------------------
+
+    @property
+    def keyring(self) -> Keyring:
+        """The keys this app signs payloads with (the first) and accepts (all): the
+        ``secret`` setting or ``TONIQ_SECRET``; else the store's own key (SQLite, memory).
+        Raises :class:`MissingSecretError` on Redis without a key, unless
+        ``insecure_unsigned`` is set. Example::
+
+            app.backend.enqueue([toniq.serialization.make_job(app.keyring, "app.Echo", (1,))])
+        """
+        ring = self._keyring
+        if ring is None:
+            ring = self._keyring = self._make_keyring(self.settings)
+        return ring
+
+    def keyring_for(self, settings: Settings) -> Keyring:
+        """The keyring for ``settings`` (a node's own, which may override the app's)."""
+        if (settings.secret, settings.insecure_unsigned) == (
+            self.settings.secret,
+            self.settings.insecure_unsigned,
+        ):
+            return self.keyring
+        return self._make_keyring(settings)
+
+    def _make_keyring(self, settings: Settings) -> Keyring:
+        keys = settings.secrets
+        if not keys:
+            secret = self.backend.signing_secret()
+            keys = () if secret is None else (secret,)
+        if not keys and not settings.insecure_unsigned:
+            raise MissingSecretError(
+                f"no signing key for {redact(self.url)}: every process that enqueues or runs "
+                "jobs on Redis needs the same secret key, so that a node never unpickles "
+                "bytes it did not get from one of them. Set TONIQ_SECRET (e.g. export "
+                "TONIQ_SECRET=$(python -c 'import secrets; print(secrets.token_hex(32))')) "
+                "or toniq.configure(secret=...). To run without signing (anyone who can "
+                "write to Redis can then run code in your nodes), set "
+                "TONIQ_INSECURE_UNSIGNED=1. See docs/security.md"
+            )
+        if settings.insecure_unsigned and not self._warned_unsigned:
+            self._warned_unsigned = True
+            logger.warning(
+                "toniq: insecure_unsigned is set (TONIQ_INSECURE_UNSIGNED): %s and unsigned "
+                "payloads are accepted, so anyone who can write to %s can run code in every "
+                "node; see docs/security.md",
+                "payloads are signed" if keys else "payloads are written unsigned",
+                redact(self.url),
+            )
+        ring = Keyring(keys, accept_unsigned=settings.insecure_unsigned)
+        return ring if self._test_key is None else ring.with_key(self._test_key)
+
+    def _enqueue_keyring(self) -> Keyring:
+        if self.interceptor is None or self.settings.secrets:
+            return self.keyring
+        # A test mode takes the job before any store sees it: sign with a key that never
+        # leaves this process rather than open (or need) a store.
+        if self._test_key is None:
+            self._test_key = new_secret()
+            self._keyring = None  # rebuilt with the test key when next needed
+        return Keyring([self._test_key])
+
+    def arguments(self, job: JobRecord) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """A stored job's ``(args, kwargs)``, verified like a node does; raises
+        :class:`toniq.PayloadError` (unpickling nothing) for what a node would refuse."""
+        test_key = self._test_key if self.interceptor is not None else None
+        if test_key is not None and not self.settings.secrets:
+            ring = Keyring([test_key], accept_unsigned=self.settings.insecure_unsigned)
+            return self._open(job, ring)  # a test mode's job: no store needed
+        return self._open(job, self.keyring)
+
+    def _open(self, job: JobRecord, ring: Keyring) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return open_payload(
+            job.payload,
+            ring,
+            job_id=job.id,
+            worker=job.worker,
+            enqueued_at=job.enqueued_at,
+            max_size=self.settings.max_payload_size,
+        )
+
     # -- enqueue -------------------------------------------------------------------------
 
     def _prepare(
@@ -178,13 +264,19 @@ class Toniq:
         run_at = _run_at(cls, options, now)
         if not options.get("persist", cls.worker_options.persist):
             return cls, options, None
-        payload = dumps(args, kwargs, worker=cls.worker_name)
-        job_options = {"timeout": options["timeout"]} if options.get("timeout") else {}
-        return (
-            cls,
-            options,
-            NewJob(uuid.uuid4().hex, cls.worker_name, payload, now, run_at, job_options),
+        job_id = uuid.uuid4().hex
+        payload = seal(
+            self._enqueue_keyring(),
+            job_id,
+            cls.worker_name,
+            now,
+            args,
+            kwargs,
+            max_size=self.settings.max_payload_size,
         )
+        job_options = {"timeout": options["timeout"]} if options.get("timeout") else {}
+        job = NewJob(job_id, cls.worker_name, payload, now, run_at, job_options)
+        return cls, options, job
 
     def enqueue(self, target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
         """Enqueue a job of ``target`` (a worker class, a ``@toniq.worker`` function, or
@@ -240,18 +332,13 @@ class Toniq:
             return [self.enqueue(target, *args, **kwargs) for args, kwargs in items]
         name = cls.worker_name
         job_options = {"timeout": options["timeout"]} if options.get("timeout") else {}
-        ids = os.urandom(16 * len(items)).hex()
-        jobs = [
-            NewJob(
-                ids[32 * i : 32 * i + 32],
-                name,
-                dumps(args, kwargs, worker=name),
-                now,
-                run_at,
-                job_options,
-            )
-            for i, (args, kwargs) in enumerate(items)
-        ]
+        ids = os.urandom(16 * len(items)).hex()  # as uuid4().hex, without a UUID per job
+        keyring, limit = self._enqueue_keyring(), self.settings.max_payload_size
+        jobs = []
+        for i, (args, kwargs) in enumerate(items):
+            job_id = ids[32 * i : 32 * i + 32]
+            payload = seal(keyring, job_id, name, now, args, kwargs, max_size=limit)
+            jobs.append(NewJob(job_id, name, payload, now, run_at, job_options))
         stored: list[JobHandle] = []
         for start in range(0, len(jobs), BATCH):
             batch = jobs[start : start + BATCH]
@@ -321,7 +408,7 @@ class Toniq:
 
     def get_job(self, job_id: str) -> JobRecord | None:
         """A stored job by id, or ``None`` (unknown, or finished and deleted)."""
-        return self.backend.get_job(job_id)
+        return self._bind(self.backend.get_job(job_id))
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Jobs per worker and state, e.g. ``{"app.SendEmail": {"available": 3, "done": 9}}``."""
@@ -339,7 +426,8 @@ class Toniq:
         offset: int = 0,
     ) -> list[JobRecord]:
         """Stored jobs in one state, e.g. ``app.jobs("scheduled")``: soonest first."""
-        return self.backend.jobs(JobState(state), _worker_name(worker), limit, offset)
+        records = self.backend.jobs(JobState(state), _worker_name(worker), limit, offset)
+        return [self._bind(r) for r in records]
 
     # -- failed jobs -----------------------------------------------------------------------
 
@@ -347,7 +435,17 @@ class Toniq:
         self, worker: WorkerRef | None = None, limit: int = 50, offset: int = 0
     ) -> list[JobRecord]:
         """Failed jobs, newest first, optionally of one worker; ``limit``/``offset`` page."""
-        return self.backend.jobs(JobState.FAILED, _worker_name(worker), limit, offset)
+        records = self.backend.jobs(JobState.FAILED, _worker_name(worker), limit, offset)
+        return [self._bind(r) for r in records]
+
+    @overload
+    def _bind(self, record: JobRecord) -> JobRecord: ...
+    @overload
+    def _bind(self, record: None) -> None: ...
+    def _bind(self, record: JobRecord | None) -> JobRecord | None:
+        if record is not None:
+            record.app = self  # record.arguments() verifies with this app's keys
+        return record
 
     def retry(self, job: JobRef) -> bool:
         """Run a failed job again, with a fresh attempt count; its error history stays.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib
 import importlib.util
 import json
@@ -18,7 +19,7 @@ from typing import Any
 import click
 
 from toniq.__version__ import __version__
-from toniq.errors import ToniqError
+from toniq.errors import PayloadError, ToniqError
 from toniq.job import JobRecord
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -191,17 +192,31 @@ def _record_dict(record: JobRecord, with_arguments: bool = False) -> dict[str, A
         "errors": [error.to_dict() for error in record.errors],
     }
     if with_arguments:
-        data["arguments"] = _arguments(record)
+        arguments, refused = _arguments(record)
+        data["arguments"] = arguments
+        if refused is not None:  # the raw bytes, for inspection: never unpickled
+            data["payload_refused"] = refused
+            data["payload_base64"] = base64.b64encode(record.payload).decode("ascii")
     return data
 
 
-def _arguments(record: JobRecord) -> str:
+def _arguments(record: JobRecord) -> tuple[str | None, str | None]:
+    """``(arguments as text, None)``, or ``(None, why the payload was refused)``: a payload
+    is unpickled only once its signature is verified, as on a node."""
     try:
         args, kwargs = record.arguments()
-    except Exception as exc:  # an argument's class may not be importable here
-        return f"(cannot decode the arguments here: {type(exc).__name__}: {exc})"
+    except PayloadError as exc:
+        return None, str(exc)
+    except ToniqError as exc:  # no key configured here, for instance
+        return None, f"not verified: {exc}"
+    except Exception as exc:  # verified, but an argument's class is not importable here
+        return f"(cannot decode the arguments here: {type(exc).__name__}: {exc})", None
     parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
-    return ", ".join(parts)
+    return ", ".join(parts), None
+
+
+#: Raw payload bytes shown by ``toniq failed show`` (``--json`` gives them all).
+RAW_SHOWN = 200
 
 
 def _one_line(text: str, width: int) -> str:
@@ -275,7 +290,16 @@ def failed_show(obj: dict[str, Any], job_id: str, as_json: bool) -> None:
     click.echo(f"  attempts   {record.attempt}")
     click.echo(f"  enqueued   {_when(record.enqueued_at)}")
     click.echo(f"  finished   {_when(record.finished_at)}")
-    click.echo(f"  arguments  {_arguments(record)}")
+    arguments, refused = _arguments(record)
+    if refused is None:
+        click.echo(f"  arguments  {arguments}")
+    else:
+        raw = record.payload
+        more = ""
+        if len(raw) > RAW_SHOWN:
+            more = f" ... ({len(raw) - RAW_SHOWN} more; --json has them all)"
+        click.echo(f"  arguments  (refused, not unpickled: {refused})")
+        click.echo(f"  payload    {len(raw)} bytes: {raw[:RAW_SHOWN]!r}{more}")
     for i, error in enumerate(record.errors, start=1):
         click.echo(
             f"\nerror {i} of {len(record.errors)}: attempt {error.attempt} "

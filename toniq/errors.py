@@ -70,3 +70,18 @@ class JobProcessError(ToniqError):
     def __init__(self, type: str, message: str, traceback: str) -> None:
         super().__init__(message)
         self.toniq_error = (type, message, traceback)
+
+
+class MissingSecretError(ConfigurationError):
+    """No signing key is configured where one is needed (the Redis backend): set
+    ``TONIQ_SECRET`` or ``toniq.configure(secret=...)``. See docs/security.md."""
+
+
+class PayloadTooLargeError(SerializationError, EnqueueError):
+    """A job's pickled arguments are larger than ``max_payload_size``; nothing was stored."""
+
+
+class PayloadError(ToniqError, ValueError):
+    """A stored payload cannot be trusted or read: not a toniq envelope, an unknown key, a
+    bad or missing signature, signed for another job, larger than allowed, or not
+    unpicklable. A node fails such a job as ``toniq.CannotRun`` without unpickling it."""

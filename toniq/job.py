@@ -216,6 +216,8 @@ class JobRecord:
     node: str | None = None
     errors: list[JobError] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    #: The app this record came from: its keys verify the payload in :meth:`arguments`.
+    app: Any = field(default=None, repr=False, compare=False)
 
     @property
     def held(self) -> bool:
@@ -227,7 +229,10 @@ class JobRecord:
         return self.errors[-1] if self.errors else None
 
     def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Decode the stored arguments as ``(args, kwargs)``."""
-        from toniq.serialization import loads
+        """Verify and decode the stored arguments as ``(args, kwargs)``, with the keys of
+        the app the record came from (else the default app). Raises
+        :class:`toniq.PayloadError`, unpickling nothing, for a payload a node would refuse
+        (``payload`` keeps the raw bytes)."""
+        from toniq.app import get_app
 
-        return loads(self.payload)
+        return (self.app or get_app()).arguments(self)

@@ -28,7 +28,8 @@ from toniq.errors import ToniqError
 from toniq.events import EventKind, JobEvent, emit
 from toniq.job import CANNOT_RUN, ClaimedJob, JobError, NodeInfo, Outcome
 from toniq.retries import log_failure, retries_for, retry_delay
-from toniq.serialization import loads
+from toniq.serialization import open_payload
+from toniq.signing import Keyring
 from toniq.timeouts import run_async, run_in_child
 from toniq.worker import Worker, WorkerFunction, get_worker, registry
 
@@ -127,6 +128,7 @@ class Node:
         self._stopped = threading.Event()
         self._start_error: BaseException | None = None
         self._maint_stop = threading.Event()
+        self._keyring: Keyring = Keyring(())
 
     # -- public control ------------------------------------------------------------------
 
@@ -290,6 +292,8 @@ class Node:
         unwatch: Callable[[], None] | None = None
         try:
             if backend is not None:
+                # No key, no node (on Redis): refuse before claiming anything.
+                self._keyring = await self._call(self.app.keyring_for, self.settings)
                 await self._call(backend.register_node, self._info())
                 maintenance = threading.Thread(
                     target=self._maintain, name=f"toniq-maint-{self.id}", daemon=True
@@ -567,8 +571,15 @@ class Node:
             if cls is None:
                 reason = f"unknown worker {job.worker!r} on node {self.id}"
             else:
-                try:
-                    args, kwargs = loads(job.payload)
+                try:  # verified before anything is unpickled
+                    args, kwargs = open_payload(
+                        job.payload,
+                        self._keyring,
+                        job_id=job.id,
+                        worker=job.worker,
+                        enqueued_at=job.enqueued_at,
+                        max_size=self.settings.max_payload_size,
+                    )
                 except ValueError as exc:
                     reason = f"cannot read the job's arguments: {exc}"
             if reason is not None or cls is None:

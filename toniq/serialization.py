@@ -1,32 +1,218 @@
-"""How a job's arguments are stored: pickle, so they arrive exactly as enqueued.
+"""How a job's arguments are stored: pickle, so they arrive exactly as enqueued, inside an
+HMAC-SHA256-signed envelope, so that bytes written into the store by anyone without the key
+are never unpickled.
 
-The bytes start with a small envelope header (a magic and a format version) so a
-node can tell toniq payloads from garbage, and so the format can grow (signing,
-see the charter's safety section) without breaking stored jobs.
+Envelope version 2 (signed), what :func:`seal` writes::
+
+    b"TQ" | 0x02 | key id (4 bytes) | HMAC-SHA256 (32 bytes) | meta length (2 bytes, big
+    endian) | meta (JSON: the job's id, worker and enqueue time) | pickle of (args, kwargs)
+
+The HMAC covers every byte but itself, so the signature binds the arguments to one job id,
+one worker and one enqueue time: a signed payload copied under another job or worker is
+refused. :func:`open_payload` checks the size, the header, the key and the signature (in
+constant time), then the meta against the stored job, and only then unpickles.
+
+Version 1 (``b"TQ\\x01"`` + pickle, what toniq wrote before signing) carries no signature:
+it is read only with the ``insecure_unsigned`` setting, which is also how a store still
+holding version-1 jobs is drained once (see docs/security.md).
 """
 
 from __future__ import annotations
 
+import json
 import pickle
+import struct
+import time
+import uuid
 from typing import Any
 
-from toniq.errors import SerializationError
+from toniq.errors import PayloadError, PayloadTooLargeError, SerializationError
+from toniq.job import NewJob
+from toniq.signing import KEY_ID_SIZE, Keyring
 
 MAGIC = b"TQ"
-VERSION = 1
-_HEADER = MAGIC + bytes([VERSION])
+#: Unsigned envelope (read only with ``insecure_unsigned``).
+UNSIGNED = 1
+#: Signed envelope.
+SIGNED = 2
+VERSION = SIGNED
+_MAC_SIZE = 32
+_META_LEN = struct.Struct(">H")
+#: Bytes before the meta of a signed envelope.
+_SIGNED_HEADER = len(MAGIC) + 1 + KEY_ID_SIZE + _MAC_SIZE + _META_LEN.size
 
 
-def dumps(args: tuple[Any, ...], kwargs: dict[str, Any], *, worker: str = "job") -> bytes:
+def pickle_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], *, worker: str) -> bytes:
     """Pickle ``(args, kwargs)``; on failure name the argument that cannot be pickled."""
     try:
-        return _HEADER + pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # pickle raises TypeError, AttributeError, PicklingError...
         culprit = _find_culprit(args, kwargs)
         raise SerializationError(
             f"cannot enqueue {worker}: {culprit} cannot be pickled "
             f"({type(exc).__name__}: {exc}); job arguments must be picklable"
         ) from exc
+
+
+def _json_text(value: str) -> str:
+    """``json.dumps(value)`` for a str, without its cost for the usual ids and names."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return json.dumps(value)
+
+
+def seal(
+    keyring: Keyring,
+    job_id: str,
+    worker: str,
+    enqueued_at: float,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    max_size: int | None = None,
+) -> bytes:
+    """The payload of one job: signed with ``keyring``'s first key, or unsigned (version 1)
+    if the keyring has no key (only possible with ``insecure_unsigned``). Raises
+    :class:`SerializationError`, or :class:`PayloadTooLargeError` beyond ``max_size`` bytes.
+
+    Example::
+
+        payload = seal(app.keyring, job.id, "app.SendEmail", time.time(), ("a@b.c",), {})
+    """
+    body = pickle_arguments(args, kwargs, worker=worker)
+    if not keyring.signs:
+        payload = MAGIC + bytes([UNSIGNED]) + body
+    else:
+        # The JSON of {"id", "worker", "enqueued_at"}, written by hand: json.dumps of a dict
+        # costs more than the HMAC, and enqueue_many does this for every job.
+        meta = (
+            f'{{"id":{_json_text(job_id)},"worker":{_json_text(worker)},'
+            f'"enqueued_at":{float(enqueued_at)!r}}}'
+        ).encode()
+        if len(meta) > 0xFFFF:
+            raise SerializationError(f"cannot enqueue {worker}: job id or worker name too long")
+        signed_part = _META_LEN.pack(len(meta)) + meta + body
+        head = MAGIC + bytes([SIGNED]) + keyring.signing_id
+        payload = head + keyring.sign(head + signed_part) + signed_part
+    if max_size is not None and len(payload) > max_size:
+        raise PayloadTooLargeError(
+            f"cannot enqueue {worker}: its arguments take {len(payload)} bytes pickled, more "
+            f"than max_payload_size ({max_size} bytes); nothing was stored. Store large data "
+            "elsewhere and pass a reference, or raise max_payload_size on every process"
+        )
+    return payload
+
+
+def open_payload(
+    payload: bytes,
+    keyring: Keyring,
+    *,
+    job_id: str,
+    worker: str,
+    enqueued_at: float | None = None,
+    max_size: int | None = None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Verify a stored payload for the job it is stored under, then unpickle it as
+    ``(args, kwargs)``. Raises :class:`toniq.PayloadError` (a ``ValueError``), having
+    unpickled nothing, if it is too large, not a toniq envelope, unsigned (unless the
+    keyring accepts unsigned payloads), signed with an unknown key, badly signed, or signed
+    for another job id, worker or enqueue time.
+    """
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise PayloadError(f"payload is {type(payload).__name__}, not bytes")
+    data = bytes(payload)
+    if max_size is not None and len(data) > max_size:
+        raise PayloadError(
+            f"payload is {len(data)} bytes, more than max_payload_size ({max_size}); not read"
+        )
+    if data[:2] != MAGIC:
+        raise PayloadError("payload is not a toniq envelope (bad magic)")
+    version = data[2] if len(data) > 2 else None
+    if version == UNSIGNED:
+        if not keyring.accept_unsigned:
+            raise PayloadError(
+                "payload is unsigned (envelope version 1) and unsigned payloads are refused "
+                "(set insecure_unsigned to read them; see docs/security.md)"
+            )
+        return _unpickle(data[3:])
+    if version != SIGNED:
+        shown = data[2:3]
+        raise PayloadError(f"payload has unsupported envelope version {shown!r}")
+    if len(data) < _SIGNED_HEADER:
+        raise PayloadError(f"signed payload is truncated ({len(data)} bytes)")
+    kid = data[3 : 3 + KEY_ID_SIZE]
+    mac = data[3 + KEY_ID_SIZE : 3 + KEY_ID_SIZE + _MAC_SIZE]
+    signed_part = data[3 + KEY_ID_SIZE + _MAC_SIZE :]
+    if not keyring.knows(kid):
+        raise PayloadError(
+            f"payload is signed with key id {kid.hex()}, which is not one of this process's "
+            "keys (TONIQ_SECRET / secret); not read"
+        )
+    if not keyring.verify(kid, data[:3] + kid + signed_part, mac):
+        raise PayloadError("payload signature is bad (forged, corrupted or truncated); not read")
+    # Signed by a key holder from here on; the meta still must name this very job.
+    (meta_len,) = _META_LEN.unpack_from(signed_part)
+    meta_end = _META_LEN.size + meta_len
+    try:
+        meta = json.loads(signed_part[_META_LEN.size : meta_end].decode("utf-8"))
+        signed_id, signed_worker = str(meta["id"]), str(meta["worker"])
+        signed_at = float(meta["enqueued_at"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PayloadError(f"signed payload has unreadable meta ({exc})") from exc
+    if signed_id != job_id or signed_worker != worker:
+        raise PayloadError(
+            f"payload was signed for job {signed_id} of {signed_worker}, not job {job_id} "
+            f"of {worker}: a copied payload; not read"
+        )
+    if enqueued_at is not None and signed_at != enqueued_at:
+        raise PayloadError(
+            f"payload was signed for enqueue time {signed_at!r}, but the job says "
+            f"{enqueued_at!r}: a copied payload; not read"
+        )
+    return _unpickle(signed_part[meta_end:])
+
+
+def make_job(
+    keyring: Keyring,
+    worker: str,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    job_id: str | None = None,
+    enqueued_at: float | None = None,
+    run_at: float | None = None,
+    options: dict[str, Any] | None = None,
+) -> NewJob:
+    """A :class:`NewJob` with a payload signed for it, for writing jobs to a backend
+    directly (bulk loads, tests)::
+
+        app.backend.enqueue([make_job(app.keyring, "app.SendEmail", ("a@b.c",))])
+    """
+    job_id = job_id or uuid.uuid4().hex
+    enqueued_at = time.time() if enqueued_at is None else enqueued_at
+    payload = seal(keyring, job_id, worker, enqueued_at, args, kwargs or {})
+    return NewJob(job_id, worker, payload, enqueued_at, run_at, dict(options or {}))
+
+
+def dumps_unsigned(args: tuple[Any, ...], kwargs: dict[str, Any], *, worker: str = "job") -> bytes:
+    """A version-1 (unsigned) payload, as toniq wrote before signing: read only with
+    ``insecure_unsigned``. For tests and payload-agnostic backend tests."""
+    return MAGIC + bytes([UNSIGNED]) + pickle_arguments(args, kwargs, worker=worker)
+
+
+def _unpickle(body: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    try:
+        value = pickle.loads(body)
+    except Exception as exc:
+        raise PayloadError(f"payload cannot be unpickled: {type(exc).__name__}: {exc}") from exc
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not isinstance(value[0], tuple)
+        or not isinstance(value[1], dict)
+    ):
+        raise PayloadError("payload does not hold (args, kwargs)")
+    return value[0], value[1]
 
 
 def _find_culprit(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -45,26 +231,3 @@ def _picklable(value: Any) -> bool:
     except Exception:
         return False
     return True
-
-
-def loads(payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Unpickle a payload made by :func:`dumps`; ``ValueError`` if it is not one."""
-    if not isinstance(payload, bytes | bytearray | memoryview):
-        raise ValueError(f"payload is {type(payload).__name__}, not bytes")
-    data = bytes(payload)
-    if data[:2] != MAGIC:
-        raise ValueError("payload is not a toniq envelope (bad magic)")
-    if data[2:3] != bytes([VERSION]):
-        raise ValueError(f"payload has unsupported envelope version {data[2:3]!r}")
-    try:
-        value = pickle.loads(data[3:])
-    except Exception as exc:
-        raise ValueError(f"payload cannot be unpickled: {type(exc).__name__}: {exc}") from exc
-    if (
-        not isinstance(value, tuple)
-        or len(value) != 2
-        or not isinstance(value[0], tuple)
-        or not isinstance(value[1], dict)
-    ):
-        raise ValueError("payload does not hold (args, kwargs)")
-    return value[0], value[1]

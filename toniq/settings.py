@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
 from toniq.errors import ConfigurationError
+from toniq.signing import SecretInput, parse_secrets
 
 #: Used when neither ``toniq.configure(url=...)`` nor ``TONIQ_URL`` says otherwise:
 #: a SQLite file in the working directory.
 DEFAULT_URL = "sqlite:///toniq.sqlite3"
+#: Default ``max_payload_size``: 1 MiB of pickled arguments per job.
+DEFAULT_MAX_PAYLOAD_SIZE = 1024 * 1024
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,17 @@ class Settings:
     failed_max_count: int = 10_000
     #: ... and for at most this long (30 days).
     failed_max_age: float = 30 * 24 * 3600.0
+    #: Key(s) that sign job payloads (falls back to ``TONIQ_SECRET``): a string, bytes, or
+    #: a list; a comma-separated string holds several. The first signs, all verify (key
+    #: rotation). Needed on Redis; SQLite and memory make their own when none is given.
+    #: See docs/security.md.
+    secret: SecretInput = field(default=None, repr=False)
+    #: Write unsigned payloads when no key is given, and read unsigned (version 1) ones:
+    #: anyone who can write to the store can then run code in every node. Falls back to
+    #: ``TONIQ_INSECURE_UNSIGNED=1``. Logged at WARNING.
+    insecure_unsigned: bool = False
+    #: The largest payload (pickled arguments, in bytes) enqueue writes and a node reads.
+    max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -73,6 +89,11 @@ class Settings:
                 least = 0 if f.name == "retries" else 1
                 if isinstance(value, bool) or not isinstance(value, int) or value < least:
                     raise ConfigurationError(f"{f.name} must be an int >= {least}, got {value!r}")
+        if not isinstance(self.insecure_unsigned, bool):
+            raise ConfigurationError(
+                f"insecure_unsigned must be True or False, got {self.insecure_unsigned!r}"
+            )
+        parse_secrets(self.secret)  # a bad or short key fails here, not at the first job
         if self.backoff is not None and not callable(self.backoff):
             raise ConfigurationError("backoff must be a function of the attempt number")
         if not isinstance(self.url, str) or not self.url:
@@ -89,7 +110,25 @@ class Settings:
         from toniq.worker import check_known
 
         check_known("unknown setting", options, [f.name for f in fields(cls)])
+        if options.get("secret") is None and os.environ.get("TONIQ_SECRET"):
+            options["secret"] = os.environ["TONIQ_SECRET"]
+        if "insecure_unsigned" not in options:
+            options["insecure_unsigned"] = _env_flag("TONIQ_INSECURE_UNSIGNED")
         return cls(url=url or os.environ.get("TONIQ_URL") or DEFAULT_URL, **options)
+
+    @property
+    def secrets(self) -> tuple[bytes, ...]:
+        """The configured keys, the signing key first (empty if none)."""
+        return parse_secrets(self.secret)
+
+
+def _env_flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(f"{name} must be 1 or 0 (true/false, yes/no), got {value!r}")
 
 
 def redact(url: str) -> str:

@@ -49,7 +49,8 @@ from toniq.errors import ConfigurationError, SerializationError, ToniqError
 from toniq.events import EventKind, JobEvent, emit
 from toniq.job import CANNOT_RUN, HELD, JobError, JobRecord, JobState, NewJob
 from toniq.retries import backoff_for, log_failure, retries_for
-from toniq.serialization import loads
+from toniq.serialization import open_payload
+from toniq.signing import Keyring
 from toniq.timeouts import run_async
 from toniq.worker import Worker, registry, resolve
 
@@ -118,6 +119,9 @@ class EnqueuedJob:
     finished_at: float | None = None
     #: The options a store would keep with the job (e.g. ``timeout``).
     job_options: dict[str, Any] = field(default_factory=dict)
+    #: The app that enqueued it, and the keys its payload was signed with.
+    app: Any = field(default=None, repr=False)
+    keyring: Keyring | None = field(default=None, repr=False)
 
     @property
     def persisted(self) -> bool:
@@ -154,6 +158,7 @@ class EnqueuedJob:
             node=NODE if self.started_at is not None else None,
             errors=list(self.errors),
             options=dict(self.job_options),
+            app=self.app,
         )
 
     def __str__(self) -> str:
@@ -494,7 +499,7 @@ class Harness:
         job: NewJob | None,
     ) -> tuple[EnqueuedJob, _Session | None]:
         """Collect the job; return a new session to run it in, if it runs now."""
-        entry = _collect(worker, args, kwargs, options, job)
+        entry = _collect(app, worker, args, kwargs, options, job)
         with self._lock:
             self._jobs.append(entry)
         inline_now = self.mode == "inline" and (self.scheduled or entry.due())
@@ -785,6 +790,7 @@ def manual(
 
 
 def _collect(
+    app: Toniq,
     worker: type[Worker],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -804,9 +810,11 @@ def _collect(
             enqueued_at=now,
             run_at=None,
             state=JobState.AVAILABLE,
+            app=app,
         )
+    keyring = app._enqueue_keyring()  # what signed job.payload
     try:
-        seen_args, seen_kwargs = loads(job.payload)  # a snapshot, as the store keeps it
+        seen_args, seen_kwargs = _open(job.payload, keyring, job)  # a snapshot, as stored
     except ValueError:
         seen_args, seen_kwargs = args, kwargs  # fails when run, as on a node
     scheduled = job.run_at is not None and job.run_at > now
@@ -822,6 +830,17 @@ def _collect(
         run_at=job.run_at,
         state=JobState.SCHEDULED if scheduled else JobState.AVAILABLE,
         job_options=dict(job.options),
+        app=app,
+        keyring=keyring,
+    )
+
+
+def _open(
+    payload: bytes, keyring: Keyring, job: NewJob | EnqueuedJob
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Verify and unpickle as a node does."""
+    return open_payload(
+        payload, keyring, job_id=job.id, worker=job.worker, enqueued_at=job.enqueued_at
     )
 
 
@@ -830,7 +849,8 @@ def _arguments(job: EnqueuedJob) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if job.payload is None:
         return job.args, job.kwargs
     try:
-        return loads(job.payload)
+        assert job.keyring is not None
+        return _open(job.payload, job.keyring, job)
     except ValueError as exc:
         raise _Unreadable(f"cannot read the job's arguments: {exc}") from exc
 

@@ -19,7 +19,13 @@ SETTINGS = settings()
 #: workload T: toniq's defaults, or the short settings
 SHORT = {"heartbeat_interval": 0.5, "takeover_timeout": 2.0, "takeover_interval": 0.5}
 
-app = toniq.configure(url=url(), **(SHORT if SETTINGS.get("takeover") == "short" else {}))
+#: Payloads are signed as in production; every process of a run shares this key (Redis needs
+#: one; a fixed one is fine for a benchmark's private Redis).
+SECRET = "toniq-bench-secret-0123456789abcdef"
+
+app = toniq.configure(
+    url=url(), secret=SECRET, **(SHORT if SETTINGS.get("takeover") == "short" else {})
+)
 
 
 class Noop(toniq.Worker, name="bench.noop"):

@@ -26,7 +26,7 @@ from toniq.job import (
     NodeInfo,
     Outcome,
 )
-from toniq.serialization import dumps
+from toniq.serialization import dumps_unsigned as dumps
 
 W = "contract.W"
 V = "contract.V"

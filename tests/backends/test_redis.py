@@ -19,7 +19,7 @@ from toniq.backends import from_url
 from toniq.backends.redis import RedisBackend, parse_url, script_source
 from toniq.errors import ConfigurationError, EnqueueError, StoreError
 from toniq.job import HELD, NODE_LOST, JobError, JobState, NewJob, NodeInfo, Outcome
-from toniq.serialization import dumps
+from toniq.serialization import dumps_unsigned as dumps
 
 W = "redis.W"
 
@@ -430,6 +430,7 @@ def test_an_enqueue_from_another_process_wakes_an_idle_node_at_once(
     """An idle node learns of a job enqueued elsewhere from the wake-up channel, not from
     its next poll: with a 30 s poll interval the job still starts at once."""
     import toniq
+    from toniq.serialization import make_job
 
     class Wakes(toniq.Worker, name="redis.Wakes"):
         async def perform(self) -> None:
@@ -444,7 +445,7 @@ def test_an_enqueue_from_another_process_wakes_an_idle_node_at_once(
             node.drain()  # one empty claim: the node is idle and has said so
             assert client.exists("toniq:{wake}:idle")
             began = time.monotonic()
-            elsewhere.enqueue([NewJob("w1", "redis.Wakes", dumps((), {}), time.time())])
+            elsewhere.enqueue([make_job(app.keyring, "redis.Wakes", job_id="w1")])
             assert _woken.wait(10), "the idle node was not woken"
             latency = time.monotonic() - began
             assert not client.exists("toniq:{wake}:idle")  # one message per idle spell

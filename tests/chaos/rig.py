@@ -13,7 +13,6 @@ import os
 import signal
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,16 +21,19 @@ import pytest
 import redis
 
 from tests.chaos.ledger import Account, Ledger
+from tests.conftest import TEST_SECRET
 from tests.proc_harness import Procs
 from tests.redis_server import RedisServer
-from toniq.job import NewJob
-from toniq.serialization import dumps
+from toniq.serialization import make_job
+from toniq.signing import Keyring, parse_secrets
 
 #: Every key of the default queue on Redis starts with this (``toniq/backends/redis.py``).
 PREFIX = "toniq:{default}:"
 #: Keys a finished workload may leave on Redis: counters, and the nodes while they run.
 COUNTERS = {"count:done", "seq", "workers"}
 NODE_KEYS = {"nodes", "nodeinfo"}
+#: The session's signing key (tests/conftest.py), which the node processes get too.
+KEYS = Keyring(parse_secrets(TEST_SECRET))
 #: Keys that expire by themselves: the throughput ring and the idle flag (docs/redis.md).
 EXPIRING = {"rate", "idle"}
 #: What failed jobs keep (only when a scenario expects some).
@@ -145,7 +147,7 @@ class Rig:
         """Store jobs of ``worker`` in one backend call, the first argument of each being
         its key; records ``begin``, then ``stored`` or ``error``, for each. Their ids."""
         now = time.time()
-        jobs = [NewJob(uuid.uuid4().hex, worker, dumps(args, {}), now, run_at) for args in calls]
+        jobs = [make_job(KEYS, worker, args, enqueued_at=now, run_at=run_at) for args in calls]
         keys = [str(args[0]) for args in calls]
         self.ledger.writer.record_many(("begin", key) for key in keys)
         try:

@@ -182,5 +182,10 @@ class Backend(Protocol):
         its next poll. A hint only: it may be late, spurious or missing (nodes still poll).
         Returns a function that stops watching."""
 
+    def signing_secret(self) -> bytes | None:
+        """The key that signs payloads when none is configured: SQLite keeps a random one
+        in the database (made on first use), memory one per backend; Redis has none (a key
+        kept in Redis would be readable by whoever can write jobs there). docs/security.md."""
+
     def close(self) -> None:
         """Release connections. Later calls raise :class:`toniq.StoreClosedError`."""

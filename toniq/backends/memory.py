@@ -29,6 +29,7 @@ from toniq.job import (
     Outcome,
     TakeoverReport,
 )
+from toniq.signing import new_secret
 
 
 @dataclass
@@ -60,6 +61,10 @@ class MemoryBackend(NoServer):
         self._seq = itertools.count(1)
         self._closed = False
         self._deaths = False  # has any job lost a node? (else no claim looks for suspects)
+        self._secret = new_secret()  # never leaves this process, like the jobs themselves
+
+    def signing_secret(self) -> bytes:
+        return self._secret
 
     def _check(self) -> None:
         if self._closed:

@@ -975,6 +975,9 @@ class RedisBackend:
                     with contextlib.suppress(Exception):
                         pubsub.close()
 
+    def signing_secret(self) -> None:
+        return None  # a key kept in Redis is readable by whoever can write jobs there
+
     def close(self) -> None:
         with self._lock:
             if self._closed:

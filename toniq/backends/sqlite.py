@@ -571,6 +571,21 @@ class SQLiteBackend(NoServer):
                 per["errors"] += errors
         return found
 
+    def signing_secret(self) -> bytes:
+        """This database's own signing key, made on first use: a random key in toniq_meta,
+        so a SQLite store signs payloads without any configuration. It keeps out rows
+        written by whoever can write to the file but not read it (a rare split: see
+        docs/security.md); configure a secret to keep the key out of the file."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO toniq_meta (key, value) VALUES ('signing_key', ?)",
+                (secrets.token_hex(32),),
+            )
+            (value,) = conn.execute(
+                "SELECT value FROM toniq_meta WHERE key = 'signing_key'"
+            ).fetchone()
+        return bytes.fromhex(str(value))
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
