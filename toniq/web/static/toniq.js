@@ -111,7 +111,7 @@ function svg(name, attrs) {
 function niceMax(value) {
   if (value <= 1) { return 1; }
   var power = Math.pow(10, Math.floor(Math.log10(value)));
-  var steps = [1, 2, 2.5, 5, 10];
+  var steps = [1, 2, 2.5, 3, 4, 5, 6, 8, 10];
   for (var i = 0; i < steps.length; i++) {
     if (value <= steps[i] * power) { return steps[i] * power; }
   }
@@ -124,36 +124,49 @@ function formatRate(rate) {
 
 function drawChart(points, windowSeconds, now) {
   var chart = document.getElementById("rate-chart");
-  var width = 800, height = 200;
-  var start = now - windowSeconds;
-  var top = niceMax(points.reduce(function (m, p) { return Math.max(m, p[1]); }, 0) * 1.1);
+  // viewBox units; the SVG keeps its aspect ratio, so text is not stretched.
+  var width = 1000, height = 220, left = 46, top = 10, bottom = 200;
+  // Until a full window of samples exists, the chart spans what there is.
+  var start = Math.max(now - windowSeconds, points.length ? points[0][0] : now);
+  var span = Math.max(now - start, 1);
+  var peak = niceMax(points.reduce(function (m, p) { return Math.max(m, p[1]); }, 0) * 1.1);
+  function yOf(rate) { return bottom - (rate / peak) * (bottom - top); }
   var children = [];
-  for (var g = 1; g <= 4; g++) {
-    var y = height - (height * g) / 4;
-    children.push(svg("line", { x1: 0, x2: width, y1: y, y2: y, class: "gridline" }));
+  for (var g = 0; g <= 4; g++) {
+    var value = (peak * g) / 4, y = yOf(value);
+    children.push(svg("line", { x1: left, x2: width, y1: y, y2: y, class: g ? "gridline" : "baseline" }));
+    var label = svg("text", { x: left - 8, y: y + 4, class: "tick" });
+    label.textContent = formatTick(value);
+    children.push(label);
   }
   var coords = points
     .filter(function (p) { return p[0] >= start; })
     .map(function (p) {
-      var x = ((p[0] - start) / windowSeconds) * width;
-      var y = height - (p[1] / top) * (height - 4);
-      return x.toFixed(1) + "," + y.toFixed(1);
+      var x = left + ((p[0] - start) / span) * (width - left);
+      return x.toFixed(1) + "," + yOf(p[1]).toFixed(1);
     });
   if (coords.length > 1) {
     var first = coords[0].split(",")[0], last = coords[coords.length - 1].split(",")[0];
     children.push(svg("polygon", {
       class: "area",
-      points: first + "," + height + " " + coords.join(" ") + " " + last + "," + height,
+      points: first + "," + bottom + " " + coords.join(" ") + " " + last + "," + bottom,
     }));
     children.push(svg("polyline", { class: "line", points: coords.join(" ") }));
   }
+  var startLabel = svg("text", { x: left, y: height - 2, class: "tick start" });
+  startLabel.textContent = "−" + (span >= 120 ? Math.round(span / 60) + " min" : Math.round(span) + " s");
+  var nowLabel = svg("text", { x: width, y: height - 2, class: "tick end" });
+  nowLabel.textContent = "now";
+  children.push(startLabel, nowLabel);
   chart.replaceChildren.apply(chart, children);
   var current = points.length ? points[points.length - 1][1] : 0;
   chart.dataset.points = String(points.length);
   setText("[data-rate-now]", formatRate(current) + " jobs/s");
-  setText("[data-chart-max]", "peak scale " + formatRate(top) + " jobs/s");
-  setText("[data-chart-start]", "−" + (windowSeconds >= 60
-    ? Math.round(windowSeconds / 60) + " min" : Math.round(windowSeconds) + " s"));
+}
+
+function formatTick(value) {
+  return value >= 1000 ? (value / 1000).toFixed(value % 1000 ? 1 : 0) + "k"
+    : value % 1 ? value.toFixed(2).replace(/0$/, "") : String(value);
 }
 
 function setText(selector, text) {
