@@ -313,9 +313,13 @@ class _Dashboard:
             else:
                 n = await self._call(self.toniq.delete_all, worker)
         elif ids:
-            backend = self.toniq.backend
-            action = backend.retry_failed if retry else backend.delete_failed
-            n = await self._call(action, ids)
+            toniq = self.toniq
+
+            def act() -> int:  # opening the backend may block too
+                backend = toniq.backend
+                return backend.retry_failed(ids) if retry else backend.delete_failed(ids)
+
+            n = await self._call(act)
         else:
             raise HTTPException(400, "no job selected")
         query = urlencode(_given({"retried" if retry else "deleted": n, "worker": worker}))
