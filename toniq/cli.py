@@ -546,5 +546,101 @@ def status(url: str | None, as_json: bool, watch: float | None, window: int) -> 
         pass
 
 
+def _loopback(host: str) -> bool:
+    """True only for addresses no other machine can reach."""
+    if host.lower() == "localhost":
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+@main.command()
+@click.argument("modules", nargs=-1)
+@click.option("--url", help="Where jobs are stored (default: TONIQ_URL, else ./toniq.sqlite3).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--user", envvar="TONIQ_WEB_USER", help="Basic-auth user name [TONIQ_WEB_USER].")
+@click.option(
+    "--password", envvar="TONIQ_WEB_PASSWORD", help="Basic-auth password [TONIQ_WEB_PASSWORD]."
+)
+@click.option(
+    "--token",
+    envvar="TONIQ_WEB_TOKEN",
+    help="Bearer token, also accepted as the basic-auth password [TONIQ_WEB_TOKEN].",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between the overview's live updates.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+def web(
+    modules: tuple[str, ...],
+    url: str | None,
+    host: str,
+    port: int,
+    user: str | None,
+    password: str | None,
+    token: str | None,
+    poll_interval: float,
+    log_level: str,
+) -> None:
+    """Serve the dashboard: counts, running, scheduled and failed jobs; retry and delete.
+
+    MODULES (optional) are imported first, so that job arguments of your own classes
+    can be shown. Anywhere but on loopback it needs credentials: --user and --password,
+    or --token (better from the environment: TONIQ_WEB_USER, TONIQ_WEB_PASSWORD,
+    TONIQ_WEB_TOKEN).
+
+    Example: toniq web --url redis://localhost:6379/0
+    """
+    try:
+        import uvicorn
+
+        from toniq.web import create_app
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the dashboard needs its extra: pip install 'toniq[web]' ({exc})"
+        ) from exc
+    if (user is None) != (password is None):
+        raise click.UsageError("give both --user and --password, or neither")
+    if not _loopback(host) and password is None and token is None:
+        raise click.ClickException(
+            f"refusing to serve the dashboard on {host} without credentials: anyone who "
+            "reaches it could retry and delete jobs. Set TONIQ_WEB_TOKEN, or "
+            "TONIQ_WEB_USER and TONIQ_WEB_PASSWORD (or --token, --user/--password), "
+            "or listen on 127.0.0.1."
+        )
+    _setup_logging(log_level.upper())
+    for spec in modules:
+        import_user_module(spec)
+    from toniq.app import Toniq
+
+    try:
+        dashboard = create_app(
+            Toniq(url) if url else None,
+            username=user,
+            password=password,
+            token=token,
+            poll_interval=poll_interval,
+        )
+    except (ValueError, ToniqError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"toniq dashboard on http://{shown}:{port}/ (Ctrl+C to stop)")
+    uvicorn.run(dashboard, host=host, port=port, log_level=log_level.lower())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
