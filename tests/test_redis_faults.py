@@ -35,6 +35,7 @@ import pytest
 import redis
 
 import toniq
+from tests.chaos.rig import poll
 from tests.conftest import TEST_SECRET
 from tests.proc_harness import Procs
 from tests.redis_server import RedisServer
@@ -129,17 +130,6 @@ KEYS = Keyring(parse_secrets(TEST_SECRET))
 def new_jobs(worker: str, calls: list[tuple[Any, ...]]) -> list[NewJob]:
     now = time.time()
     return [make_job(KEYS, worker, args, enqueued_at=now) for args in calls]
-
-
-def poll(condition: Callable[[], Any], timeout: float, every: float = 0.02) -> bool:
-    """Poll ``condition`` until it is truthy (True) or ``timeout`` passes (False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(every)
 
 
 def log_of(procs: Procs, label: str) -> str:
