@@ -114,3 +114,13 @@ def test_short_or_bad_keys_are_configuration_errors() -> None:
         parse_secrets("short")
     assert parse_secrets([NEW, OLD.decode()]) == (NEW, OLD)
     assert "new-key" not in repr(RING)  # a keyring never shows its keys
+
+
+def test_the_hmac_is_the_standard_librarys_hmac_sha256() -> None:
+    import hmac
+
+    from toniq.signing import _HmacSha256
+
+    for key in (b"k" * 16, b"0123456789abcdef" * 4, b"x" * 65, b"y" * 200):
+        for message in (b"", b"m", b"z" * 1000):
+            assert _HmacSha256(key).digest(message) == hmac.digest(key, message, "sha256")
