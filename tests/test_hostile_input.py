@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 import toniq
+from tests.chaos.rig import SUMMARIES
 from tests.conftest import FAST, backend_url, redis_server
 from tests.workers import Echo, probe
 from toniq.cli import main
@@ -179,8 +180,13 @@ def test_hostile_payloads_fail_with_their_reason_and_are_never_unpickled(
         assert record.attempt <= 1, job.name  # never retried
         with pytest.raises(toniq.PayloadError):
             record.arguments()  # the management API verifies too
-        print(f"{kind:<6} {job.name:<19} -> failed: {error.message}")
+        line = f"HOSTILE {kind:<6} {job.name:<19} -> failed: {error.message}"
+        print(line)
+        SUMMARIES.append(line)  # shown with the chaos ledger at the end of the run
     assert not canary.exists()
+    SUMMARIES.append(
+        f"HOSTILE {kind:<6} canary file never created; the node ran a normal job after"
+    )
 
 
 def test_failed_show_verifies_and_shows_raw_bytes(hostile_app: toniq.Toniq, tmp_path: Path) -> None:
