@@ -145,6 +145,7 @@ class Toniq:
         self._keyring: Keyring | None = None
         #: Signs intercepted jobs when no secret is configured, so test modes need no store.
         self._test_key: bytes | None = None
+        self._test_ring: Keyring | None = None
         self._warned_unsigned = False
 
     @property
@@ -229,18 +230,26 @@ class Toniq:
             return self.keyring
         # A test mode takes the job before any store sees it: sign with a key that never
         # leaves this process rather than open (or need) a store.
-        if self._test_key is None:
-            self._test_key = new_secret()
-            self._keyring = None  # rebuilt with the test key when next needed
-        return Keyring([self._test_key])
+        return self._test_keyring()
+
+    def _test_keyring(self) -> Keyring:
+        """The test modes' keyring: made once (a Keyring precomputes its HMAC states)."""
+        ring = self._test_ring
+        if ring is None:
+            if self._test_key is None:
+                self._test_key = new_secret()
+                self._keyring = None  # rebuilt with the test key when next needed
+            ring = self._test_ring = Keyring(
+                [self._test_key], accept_unsigned=self.settings.insecure_unsigned
+            )
+        return ring
 
     def arguments(self, job: JobRecord) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """A stored job's ``(args, kwargs)``, verified like a node does; raises
         :class:`toniq.PayloadError` (unpickling nothing) for what a node would refuse."""
-        test_key = self._test_key if self.interceptor is not None else None
-        if test_key is not None and not self.settings.secrets:
-            ring = Keyring([test_key], accept_unsigned=self.settings.insecure_unsigned)
-            return self._open(job, ring)  # a test mode's job: no store needed
+        testing = self.interceptor is not None and self._test_key is not None
+        if testing and not self.settings.secrets:
+            return self._open(job, self._test_keyring())  # a test mode's job: no store needed
         return self._open(job, self.keyring)
 
     def _open(self, job: JobRecord, ring: Keyring) -> tuple[tuple[Any, ...], dict[str, Any]]:

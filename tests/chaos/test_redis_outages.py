@@ -71,6 +71,20 @@ def wait_both_run_after(rig: Rig, moment: float) -> float:
     return time.time() - moment
 
 
+def settle(
+    rig: Rig,
+) -> tuple[bool, dict[str, int], collections.Counter[str], list[float], int, int]:
+    """After the faults: wait until every stored job ran and the store is clean, then
+    (drained, residue, enqueue error types, their latencies, live nodes presumed dead,
+    ghost claims handed back)."""
+    drained = poll(lambda: rig.ledger.keys("stored") <= rig.ledger.keys("done"), 30, 0.1)
+    residue = rig.wait_clean(timeout=10)
+    types, latencies = enqueue_errors(rig)
+    presumed = count_logged(rig, "was presumed dead (no heartbeat")
+    ghosts = count_logged(rig, "claim reply was lost")
+    return drained, residue, types, latencies, presumed, ghosts
+
+
 def enqueue_errors(rig: Rig) -> tuple[collections.Counter[str], list[float]]:
     """The producer's failed enqueues: their exception types, and how long each call took."""
     types: collections.Counter[str] = collections.Counter()
@@ -115,11 +129,7 @@ def test_redis_kill_9_and_restart(make_rig: Callable[..., Rig]) -> None:
     wait_stored(rig, 100)
     stop_producer()
 
-    drained = poll(lambda: rig.ledger.keys("stored") <= rig.ledger.keys("done"), 30, 0.1)
-    residue = rig.wait_clean(timeout=10)
-    types, latencies = enqueue_errors(rig)
-    presumed = count_logged(rig, "was presumed dead (no heartbeat")
-    ghosts = count_logged(rig, "claim reply was lost")
+    drained, residue, types, latencies, presumed, ghosts = settle(rig)
     account = rig.report(
         "redis-kill-9",
         residue,
@@ -188,11 +198,7 @@ def test_network_faults_through_a_proxy(make_rig: Callable[..., Rig]) -> None:
         wait_stored(rig, 200)
         stop_producer()
 
-        drained = poll(lambda: rig.ledger.keys("stored") <= rig.ledger.keys("done"), 30, 0.1)
-        residue = rig.wait_clean(timeout=10)
-        types, latencies = enqueue_errors(rig)
-        presumed = count_logged(rig, "was presumed dead (no heartbeat")
-        ghosts = count_logged(rig, "claim reply was lost")
+        drained, residue, types, latencies, presumed, ghosts = settle(rig)
         account = rig.report(
             "network",
             residue,
