@@ -201,6 +201,32 @@ def test_burst_mode_exits_when_no_job_is_left(procs: Procs) -> None:
     assert procs.store.nodes() == []
 
 
+def test_worker_sets_the_switch_interval(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'switch.sqlite3'}"
+    code = (
+        "import sys\n"
+        "from toniq.cli import main\n"
+        "main(['worker', 'tests.workers', '--url', sys.argv[1], '--burst', '--log-level',"
+        " 'WARNING', *sys.argv[2:]], standalone_mode=False)\n"
+        "print('interval', sys.getswitchinterval())\n"
+    )
+
+    def interval(*options: str) -> float:
+        done = subprocess.run(
+            [sys.executable, "-c", code, url, *options],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        return float(done.stdout.split("interval")[-1])
+
+    assert interval() == pytest.approx(0.0005)  # the default: --switch-interval 0.0005
+    assert interval("--switch-interval", "0.002") == pytest.approx(0.002)
+    assert interval("--switch-interval", "0") == pytest.approx(0.005)  # Python's own
+
+
 def test_cli_basics(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONIQ_")}
     # Should a run get as far as opening a store, keep it out of the repository.

@@ -490,7 +490,8 @@ class Node:
         for _ in range(waiting):
             job = self._local.popleft()
             if self._capacity(job.worker) > 0:
-                self._spawn(job.worker, job.id, self._run_local(job), None)
+                me: list[asyncio.Task[None]] = []
+                self._spawn(job.worker, job.id, self._run_local(job, me), None, me)
             else:
                 self._local.append(job)
 
@@ -504,22 +505,30 @@ class Node:
                 max(1, self.settings.max_node_deaths - 1),
             )
         cls = self._workers.get(job.worker)
-        self._spawn(cls, job.id, self._run_claimed(job, cls), job)
+        me: list[asyncio.Task[None]] = []
+        self._spawn(cls, job.id, self._run_claimed(job, cls, me), job, me)
 
     def _spawn(
-        self, cls: type[Worker] | None, job_id: str, coro: Any, claim: ClaimedJob | None
+        self,
+        cls: type[Worker] | None,
+        job_id: str,
+        coro: Any,
+        claim: ClaimedJob | None,
+        me: list[asyncio.Task[None]],
     ) -> None:
+        """Run ``coro`` as a task of its own; ``me`` gets the task, for the coroutine's
+        :meth:`_finished` (asyncio.current_task() is Python code in 3.11, and a node calls
+        it once a job)."""
         task = asyncio.get_running_loop().create_task(coro, name=f"toniq-job-{job_id}")
+        me.append(task)
         self._tasks[task] = claim
         if cls is not None:
             self._running[cls.worker_name] += 1
             if not cls.is_async:
                 self._running_sync += 1
 
-    def _finished(self, cls: type[Worker] | None) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.pop(task, None)
+    def _finished(self, cls: type[Worker] | None, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
         if not self._tasks:
             self._isolating = False
         if cls is not None:
@@ -562,7 +571,9 @@ class Node:
         with self._threads_lock:
             return self._threads_busy
 
-    async def _run_claimed(self, job: ClaimedJob, cls: type[Worker] | None) -> None:
+    async def _run_claimed(
+        self, job: ClaimedJob, cls: type[Worker] | None, me: list[asyncio.Task[None]]
+    ) -> None:
         started = time.monotonic()
         error: JobError | None = None
         retry_in: float | None = None
@@ -589,7 +600,7 @@ class Node:
                 timeout = job.options.get("timeout") or cls.worker_options.timeout
                 await self._perform(cls, args, kwargs, timeout)
         except asyncio.CancelledError:
-            self._finished(cls)
+            self._finished(cls, me[0])
             raise  # handed back to the store by _shutdown
         except BaseException as exc:
             assert cls is not None
@@ -604,7 +615,7 @@ class Node:
                 retry_in,
                 exc,
             )
-        self._finished(cls)
+        self._finished(cls, me[0])
         if error is None:
             self.stats.done += 1
             kind = EventKind.DONE
@@ -627,7 +638,7 @@ class Node:
         self._outcomes.append((Outcome(job.id, job.token, job.worker, error, retry_in), event, cls))
         self._ack_wake.set()
 
-    async def _run_local(self, job: _LocalJob) -> None:
+    async def _run_local(self, job: _LocalJob, me: list[asyncio.Task[None]]) -> None:
         started = time.monotonic()
         error: JobError | None = None
         try:
@@ -651,7 +662,7 @@ class Node:
                 exc_info=exc,
             )
         finally:
-            self._finished(job.worker)
+            self._finished(job.worker, me[0])
         kind = EventKind.DONE if error is None else EventKind.FAILED
         self._emit(
             JobEvent(

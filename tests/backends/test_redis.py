@@ -75,6 +75,49 @@ def test_every_script_has_a_header_naming_its_keys_and_arguments() -> None:
         assert f"-- {name}.lua:" in source and "KEYS[1]" in source and "ARGV[1]" in source
 
 
+def test_a_script_carries_only_the_helpers_it_names() -> None:
+    # Redis runs a script's whole text on every call: helpers it does not use cost time.
+    assert "local function" not in script_source("unregister_node").split("-- unregister")[0]
+    heartbeat = script_source("heartbeat")
+    assert "local function now()" in heartbeat and "local function fmt(" in heartbeat
+    assert "local function place(" not in heartbeat
+    claim = script_source("claim")
+    for helper in ("now", "place", "first_between", "hmget", "call_in_chunks"):
+        assert f"local function {helper}(" in claim
+    assert "local CHUNK = " in claim  # a helper's own helpers come along
+    assert "local function reason_json(" not in claim
+
+
+def test_calls_from_one_thread_reuse_one_connection(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    backend.enqueue(new(1))
+    before = len(client.client_list())
+    for _ in range(20):
+        backend.enqueue(new(1))
+        backend.claim(node(backend), {W: 1})
+    assert len(client.client_list()) == before
+
+
+def test_a_forked_child_uses_connections_of_its_own(backend: RedisBackend) -> None:
+    import os
+
+    backend.enqueue(new(1))  # the parent now holds an idle connection
+    parents = backend._lanes[0]._sock.getsockname()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            backend.enqueue(new(5))
+            own = backend._lanes[0]._sock.getsockname() != parents
+            os._exit(0 if own else 2)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # 2: it wrote on the parent's socket
+    backend.enqueue(new(1))  # the parent's connection is still in step
+    assert backend.counts() == {W: {"available": 7}}
+
+
 def test_scripts_load_again_after_the_script_cache_is_flushed(
     backend: RedisBackend, client: redis.Redis
 ) -> None:

@@ -1,7 +1,8 @@
--- _common.lua: helpers shared by every toniq script. The loader (toniq/backends/redis.py)
--- puts this file in front of each script before SCRIPT LOAD, so every script is one
--- self-contained program. It touches no key by itself: the helpers act only on key names
--- their caller got in KEYS.
+-- _common.lua: helpers shared by every toniq script. The loader (script_source in
+-- toniq/backends/redis.py) puts the helpers a script names (and the helpers those name) in
+-- front of it before SCRIPT LOAD, so every script is one self-contained program. Each
+-- top-level `local` below is one helper, with the comment lines right above it. Nothing
+-- here touches a key by itself: the helpers act only on key names their caller got in KEYS.
 --
 -- Job records (the "jobs" hash, id -> JSON) hold times as decimal strings written with
 -- 17 significant digits ("inf" for a held job), never as JSON numbers: cjson writes numbers
