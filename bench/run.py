@@ -115,6 +115,11 @@ def ensure_venv(venv: Venv, cache: Path, python: str, reinstall: bool) -> VenvSt
                 return status
         marker.write_text(key.hexdigest())
     status.python = bin_python
+    if venv.editable_repo:
+        # pip compiled every peer's modules to .pyc as it installed them; an editable toniq
+        # is compiled on each import unless its .pyc exist (and PYTHONDONTWRITEBYTECODE,
+        # set on some machines, keeps Python from writing them): compile now, as pip would.
+        subprocess.run([str(bin_python), "-m", "compileall", "-q", str(REPO / "toniq")], check=True)
     freeze = subprocess.run(
         [str(bin_python), "-m", "pip", "freeze", "--disable-pip-version-check"],
         capture_output=True,
