@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, overload
@@ -388,7 +387,7 @@ class Toniq:
     def _run_local(
         self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
     ) -> JobHandle:
-        job_id = uuid.uuid4().hex
+        job_id = os.urandom(16).hex()
         self.local_node().submit_local(cls, args, kwargs, job_id, timeout)
         self.events.enqueued(cls.worker_name, False)
         return JobHandle(job_id, cls.worker_name, False, self)

@@ -18,7 +18,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -93,7 +92,7 @@ class Node:
 
         self.app = app or get_app()
         self.settings = replace(self.app.settings, **settings) if settings else self.app.settings
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.local_only = local_only
         self.stats = NodeStats()
         self._worker_filter = None if workers is None else list(workers)
@@ -129,6 +128,10 @@ class Node:
         self._start_error: BaseException | None = None
         self._maint_stop = threading.Event()
         self._keyring: Keyring = Keyring(())
+        # An idle node's I/O thread waits on _io_wake (see _claim_when_woken).
+        self._io_wake = threading.Event()
+        self._io_waiting = False
+        self._io_interrupted = False
 
     # -- public control ------------------------------------------------------------------
 
@@ -263,6 +266,9 @@ class Node:
     def _wake_now(self) -> None:
         loop = self._loop
         if loop is None or self._stopped.is_set():
+            return
+        if self._io_waiting:
+            self._io_wake.set()  # idle: the I/O thread claims now (see _claim_when_woken)
             return
         if threading.get_ident() == self._loop_thread:
             self._wake.set()
@@ -426,7 +432,66 @@ class Node:
             if claimed and self._any_full(claimed, wants):
                 continue  # more may be waiting: ask again at once
             timeout = self.settings.poll_interval if backend is not None else None
+            if wants and not claimed and self._idle() and not self._reconcile:
+                try:
+                    woken = await self._claim_when_woken(wants, timeout)
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    self._reconcile = True
+                    delay = min(self.settings.poll_interval * 2**failures, 5.0)
+                    logger.warning("claiming jobs failed (%s); trying again in %.2fs", exc, delay)
+                    await self._sleep_or_wake(delay)
+                    continue
+                for job in woken or ():
+                    self._start(job)
+                if not woken or self._any_full(woken, wants):
+                    continue  # no wake-up (poll now), or another round at once
             await self._sleep_or_wake(timeout)
+
+    def _idle(self) -> bool:
+        return not self._tasks and not self._local and not self._outcomes and not self._acking
+
+    async def _claim_when_woken(
+        self, wants: dict[str, int], timeout: float | None
+    ) -> list[ClaimedJob] | None:
+        """An idle node waits for a wake-up on its I/O thread, which then claims at once:
+        the claim starts one thread hop after the wake-up instead of three (wake-up thread
+        -> event loop -> I/O thread). None if nothing woke it within ``timeout``, or if the
+        event loop needed it back (a stop, a persist=False job)."""
+        backend = self.backend
+        assert backend is not None
+        self._io_wake.clear()
+        self._io_interrupted = False
+        self._io_waiting = True
+        call = functools.partial(
+            self._wait_then_claim,
+            backend,
+            wants,
+            max(1, self.settings.max_node_deaths - 1),
+            timeout,
+        )
+        future = asyncio.get_running_loop().run_in_executor(self._io, call)
+        try:
+            if not self._wake.is_set():
+                waiter: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+                either: set[asyncio.Future[Any]] = {future, waiter}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+            if not future.done():
+                self._io_interrupted = True  # the loop has work: let the I/O thread go
+                self._io_wake.set()
+            return await future
+        finally:
+            self._io_waiting = False
+
+    def _wait_then_claim(
+        self, backend: Backend, wants: dict[str, int], suspect_after: int, timeout: float | None
+    ) -> list[ClaimedJob] | None:
+        """On the I/O thread: see :meth:`_claim_when_woken`."""
+        if not self._io_wake.wait(timeout) or self._io_interrupted or self._stop_requested:
+            return None
+        return backend.claim(self.id, wants, alone=True, suspect_after=suspect_after)
 
     async def _hand_back_ghosts(self) -> None:
         """Hand back jobs the store says this node holds but it does not run: claims whose

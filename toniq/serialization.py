@@ -20,10 +20,10 @@ holding version-1 jobs is drained once (see docs/security.md).
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
 import time
-import uuid
 from typing import Any
 
 from toniq.errors import PayloadError, PayloadTooLargeError, SerializationError
@@ -195,7 +195,7 @@ def make_job(
 
         app.backend.enqueue([make_job(app.keyring, "app.SendEmail", ("a@b.c",))])
     """
-    job_id = job_id or uuid.uuid4().hex
+    job_id = job_id or os.urandom(16).hex()
     enqueued_at = time.time() if enqueued_at is None else enqueued_at
     payload = seal(keyring, job_id, worker, enqueued_at, args, kwargs or {})
     return NewJob(job_id, worker, payload, enqueued_at, run_at, dict(options or {}))

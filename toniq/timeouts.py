@@ -10,15 +10,16 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import traceback
 from collections.abc import Awaitable, Callable
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toniq.errors import JobProcessError, JobTimeout
 from toniq.job import TIMEOUT, type_name
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 
 def timeout_error(seconds: float, how: str) -> JobTimeout:
@@ -44,6 +45,8 @@ async def run_async(call: Callable[[], Awaitable[Any]], seconds: float | None) -
 def run_in_child(func: Callable[[], Any], seconds: float) -> None:
     """Run ``func`` in a forked child; kill it after ``seconds``. Blocks (call it from a
     thread). Re-raises the child's error as :class:`JobProcessError`."""
+    import multiprocessing  # here: most nodes never fork a job, and it costs 4 ms to import
+
     context = multiprocessing.get_context("fork")
     reader, writer = context.Pipe(duplex=False)
     child = context.Process(target=_child_main, args=(func, writer), daemon=True)
