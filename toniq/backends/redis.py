@@ -293,6 +293,7 @@ class RedisBackend:
         target, seeds = parse_cluster(target, self.url)
         self._closed = False
         self._lock = threading.Lock()
+        self._keys_of: dict[str, list[str]] = {}
         #: Redis Cluster: what to connect with on first use (:meth:`_connect`); None on a
         #: single Redis, and once connected.
         self._pending: tuple[str, list[tuple[str, int]]] | None = None
@@ -471,16 +472,28 @@ class RedisBackend:
 
     # -- the contract: state changes -----------------------------------------------------
 
+    def _enqueue_keys(self, worker: str) -> list[str]:
+        """The keys of enqueue.lua for jobs of one worker."""
+        keys = self._keys_of.get(worker)
+        if keys is None:
+            keys = [self.key(k) for k in ("jobs", "payloads", "seq", "workers")]
+            keys += [self._available(worker), self._scheduled(worker), self.key("idle")]
+            self._keys_of[worker] = keys
+        return keys
+
     def enqueue(self, jobs: Sequence[NewJob]) -> None:
         with self._guard("enqueue", EnqueueError):
             if not jobs:
                 return
             workers = list(dict.fromkeys(job.worker for job in jobs))
             index = {worker: i for i, worker in enumerate(workers, 1)}
-            keys = [self.key("jobs"), self.key("payloads"), self.key("seq"), self.key("workers")]
-            for worker in workers:
-                keys += [self._available(worker), self._scheduled(worker)]
-            keys.append(self.key("idle"))
+            if len(workers) == 1:
+                keys = self._enqueue_keys(workers[0])  # the usual case, made once per worker
+            else:
+                keys = [self.key(k) for k in ("jobs", "payloads", "seq", "workers")]
+                for worker in workers:
+                    keys += [self._available(worker), self._scheduled(worker)]
+                keys.append(self.key("idle"))
             args: list[Any] = [len(workers), *workers]
             # A batch from enqueue_many shares its times and options: format each once.
             last: tuple[float, float | None, dict[str, Any]] | None = None
