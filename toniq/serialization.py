@@ -38,6 +38,7 @@ SIGNED = 2
 VERSION = SIGNED
 _MAC_SIZE = 32
 _META_LEN = struct.Struct(">H")
+_BYTES = (bytes, bytearray, memoryview)
 #: Bytes before the meta of a signed envelope.
 _SIGNED_HEADER = len(MAGIC) + 1 + KEY_ID_SIZE + _MAC_SIZE + _META_LEN.size
 
@@ -122,7 +123,7 @@ def open_payload(
     keyring accepts unsigned payloads), signed with an unknown key, badly signed, or signed
     for another job id, worker or enqueue time.
     """
-    if not isinstance(payload, bytes | bytearray | memoryview):
+    if not isinstance(payload, _BYTES):
         raise PayloadError(f"payload is {type(payload).__name__}, not bytes")
     data = bytes(payload)
     if max_size is not None and len(data) > max_size:
@@ -152,7 +153,7 @@ def open_payload(
             f"payload is signed with key id {kid.hex()}, which is not one of this process's "
             "keys (TONIQ_SECRET / secret); not read"
         )
-    if not keyring.verify(kid, data[:3] + kid + signed_part, mac):
+    if not keyring.verify(kid, data[: 3 + KEY_ID_SIZE] + signed_part, mac):
         raise PayloadError("payload signature is bad (forged, corrupted or truncated); not read")
     # Signed by a key holder from here on; the meta still must name this very job.
     (meta_len,) = _META_LEN.unpack_from(signed_part)
