@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 import pytest
@@ -239,3 +240,48 @@ def test_claims_whose_reply_was_lost_are_handed_back_and_run(app: toniq.Toniq) -
     assert sorted(wrapper.lost) == sorted(h.id for h in handles)
     assert sorted(c[1][0] for c in probe.calls) == list(range(5))
     assert all(h.info() is None for h in handles)
+
+
+arrived = threading.Event()
+
+
+class Arrives(toniq.Worker, name="tests.Arrives"):
+    def perform(self) -> None:
+        arrived.set()
+
+
+class EnqueuesWhileClaiming:
+    """A backend that enqueues one more job just after the first claim that found jobs,
+    while the node still waits for that claim's reply."""
+
+    def __init__(self, backend: object) -> None:
+        self._backend = backend
+        self.late: toniq.JobHandle | None = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._backend, name)
+
+    def claim(self, node_id: str, wants: dict[str, int], **options: object) -> list[object]:
+        claimed = self._backend.claim(node_id, wants, **options)  # type: ignore[attr-defined]
+        if claimed and self.late is None:
+            self.late = toniq.enqueue(Arrives)
+        return list(claimed)
+
+
+def test_a_job_enqueued_while_an_idle_node_claims_starts_without_waiting_for_a_poll(
+    app: toniq.Toniq,
+) -> None:
+    """An idle node claims on its I/O thread when woken; a wake-up that comes while that
+    claim is under way (too late to be in it) must start another claim, not wait for
+    the next poll (30 s here, while a long job keeps the node busy)."""
+    arrived.clear()
+    wrapper = EnqueuesWhileClaiming(app.backend)
+    app._backend = wrapper  # type: ignore[assignment]
+    with toniq.Node(app, workers=[Sleeper, Arrives], poll_interval=30, grace_period=0.1) as node:
+        deadline = time.monotonic() + 10
+        while not node._io_waiting:  # the node waits for a wake-up on its I/O thread
+            assert time.monotonic() < deadline, "the node never went idle"
+            time.sleep(0.001)
+        toniq.enqueue(Sleeper, 30)
+        assert arrived.wait(10), "the job enqueued during the claim waited for a poll"
+    assert wrapper.late is not None

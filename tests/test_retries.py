@@ -150,3 +150,19 @@ def test_events_and_hooks(app: toniq.Toniq, caplog: pytest.LogCaptureFixture) ->
     assert retrying.error is not None and retrying.retry_at is not None and retrying.attempt == 1
     assert [e.kind for e in seen if e.job_id == bad.id] == [EventKind.RETRYING, EventKind.FAILED]
     assert "a broken hook" in caplog.text and "a broken global hook" in caplog.text
+
+
+def test_a_hook_given_to_a_worker_after_its_first_job_is_called(app: toniq.Toniq) -> None:
+    seen: list[str] = []
+
+    class Late(toniq.Worker, name="tests.LateHook"):
+        def perform(self, n: int) -> None:
+            pass
+
+    with toniq.Node(app, workers=[Late]) as node:
+        first = Late.enqueue(1)
+        node.drain()
+        Late.on_success = lambda self, event: seen.append(event.job_id)  # type: ignore[method-assign]
+        second = Late.enqueue(2)
+        node.drain()
+    assert seen == [second.id] and first.id != second.id

@@ -9,6 +9,7 @@ changes nothing else.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import queue
 import threading
@@ -131,17 +132,16 @@ def emit(bus: EventBus, event: JobEvent, worker: type[Worker] | None) -> None:
 
 def _overrides(worker: type[Worker], hook: str) -> bool:
     """Whether ``worker`` has a hook of its own (the base class's do nothing): most have
-    none, and making an instance to call an empty method cost every job about 1 us."""
-    key = (worker, hook)
-    found = _overridden.get(key)
-    if found is None:
-        from toniq.worker import Worker
-
-        found = _overridden[key] = getattr(worker, hook, None) is not getattr(Worker, hook)
-    return found
+    none, and making an instance to call an empty method cost every job about 1 us. Asked
+    each time (not remembered per class), so a hook set on a class later still runs."""
+    return getattr(worker, hook, None) is not _base_hook(hook)
 
 
-_overridden: dict[tuple[type[Worker], str], bool] = {}
+@functools.cache
+def _base_hook(hook: str) -> object:
+    from toniq.worker import Worker  # toniq.worker imports this module
+
+    return getattr(Worker, hook)
 
 
 def call_hook(callback: Callable[[JobEvent], object], event: JobEvent) -> None:

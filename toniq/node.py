@@ -269,7 +269,10 @@ class Node:
             return
         if self._io_waiting:
             self._io_wake.set()  # idle: the I/O thread claims now (see _claim_when_woken)
-            return
+            if self._io_waiting:
+                return
+            # The wait ended just now and _claim_when_woken may have missed this wake-up:
+            # wake the loop too (an extra claim pass at worst).
         if threading.get_ident() == self._loop_thread:
             self._wake.set()
         else:
@@ -472,24 +475,39 @@ class Node:
             timeout,
         )
         future = asyncio.get_running_loop().run_in_executor(self._io, call)
+        waiter: asyncio.Future[Any] | None = None
         try:
             if not self._wake.is_set():
-                waiter: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+                waiter = asyncio.ensure_future(self._wake.wait())
                 either: set[asyncio.Future[Any]] = {future, waiter}
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
             if not future.done():
                 self._io_interrupted = True  # the loop has work: let the I/O thread go
                 self._io_wake.set()
             return await future
         finally:
             self._io_waiting = False
+            if waiter is not None:
+                waiter.cancel()
+            if not future.done():
+                # Cancelled: let the I/O thread go; a claim it made meanwhile is handed
+                # back by the next pass (or taken over once this node is gone).
+                self._io_interrupted = True
+                self._io_wake.set()
+                self._reconcile = True
+            elif self._io_wake.is_set() and not self._io_interrupted:
+                # Woken again while the I/O thread claimed (it clears _io_wake first): that
+                # job may have come after the claim, so claim again.
+                self._wake.set()
 
     def _wait_then_claim(
         self, backend: Backend, wants: dict[str, int], suspect_after: int, timeout: float | None
     ) -> list[ClaimedJob] | None:
         """On the I/O thread: see :meth:`_claim_when_woken`."""
-        if not self._io_wake.wait(timeout) or self._io_interrupted or self._stop_requested:
+        if not self._io_wake.wait(timeout):
+            return None
+        self._io_wake.clear()  # a wake-up from now on asks for another claim
+        if self._io_interrupted or self._stop_requested:
             return None
         return backend.claim(self.id, wants, alone=True, suspect_after=suspect_after)
 

@@ -99,6 +99,39 @@ def test_calls_from_one_thread_reuse_one_connection(
     assert len(client.client_list()) == before
 
 
+def test_closing_while_other_threads_enqueue_leaves_no_connection_open(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    before = len(client.client_list())
+    errors: list[BaseException] = []
+    started = threading.Barrier(5)
+
+    def enqueue_until_closed() -> None:
+        started.wait()
+        while True:
+            try:
+                backend.enqueue(new(1))
+            except StoreError:  # closed: EnqueueError says the job was not stored
+                return
+            except BaseException as exc:  # anything else is the bug
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=enqueue_until_closed) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    while backend.counts().get(W, {}).get("available", 0) < 200:
+        pass  # let the threads hold and return connections for a while
+    backend.close()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert not backend._lanes
+    # Each thread held its own connection at some point; none outlives close().
+    assert len(client.client_list()) <= before
+
+
 def test_a_forked_child_uses_connections_of_its_own(backend: RedisBackend) -> None:
     import os
 

@@ -422,6 +422,9 @@ class RedisBackend:
         the reply with hiredis. Idle connections wait in a deque, so concurrent callers
         each get one; after a fork the child starts with none (the parent's sockets are
         not shared)."""
+        # hiredis packs the command in C (redis-py's encoder loop took 5 us for an enqueue);
+        # packed before a connection is taken, so a bad argument cannot leak one.
+        command = [pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))]
         lanes = self._lanes
         if self._pid != os.getpid():
             lanes.clear()
@@ -441,8 +444,6 @@ class RedisBackend:
                 stale = True
             if stale:
                 conn.disconnect()
-        # hiredis packs the command in C (redis-py's encoder loop took 5 us for an enqueue).
-        command = [pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))]
         try:
             try:
                 conn.send_packed_command(command, check_health=False)
@@ -455,16 +456,29 @@ class RedisBackend:
                 conn.send_packed_command(command, check_health=False)
                 reply = conn.read_response()
         except redis.ResponseError:
-            lanes.append(conn)  # an error reply: the connection is in step
+            self._put_back(conn)  # an error reply: the connection is in step
             raise
         except BaseException:
             conn.disconnect()  # a reply may still be on its way: never reuse this socket
             raise
-        if self._closed:
-            conn.disconnect()
-        else:
-            lanes.append(conn)
+        self._put_back(conn)
         return reply
+
+    def _put_back(self, conn: Any) -> None:
+        """Return a connection to the idle ones; close it if the backend closed meanwhile."""
+        self._lanes.append(conn)
+        if self._closed:  # close() may have emptied the lanes just before the append
+            self._close_lanes()
+
+    def _close_lanes(self) -> None:
+        # pop() until empty rather than `while lanes`: another thread may take the last one
+        # between the test and the pop.
+        while True:
+            try:
+                conn = self._lanes.pop()
+            except IndexError:
+                return
+            conn.disconnect()
 
     def _pipe(self) -> Pipeline | ClusterPipeline:
         """Several reads in one round trip (no MULTI: reads need no transaction)."""
@@ -1098,8 +1112,7 @@ class RedisBackend:
             self._closed = True
             if self._pool is not None:
                 self._pool.disconnect()
-                while self._lanes:
-                    self._lanes.pop().disconnect()
+                self._close_lanes()
             elif self._pending is None:
                 self._client.close()
 
