@@ -11,7 +11,7 @@ import pytest
 
 from tests.workers import Point
 from toniq.errors import EnqueueError, PayloadError, PayloadTooLargeError, SerializationError
-from toniq.serialization import dumps_unsigned, open_payload, seal
+from toniq.serialization import dumps_unsigned, open_payload, seal, seal_many
 from toniq.signing import Keyring, key_id, parse_secrets
 
 NEW = b"new-key-0123456789abcdef"
@@ -51,6 +51,21 @@ def test_too_large_payload_is_refused_at_seal_and_at_open() -> None:
     assert isinstance(info.value, SerializationError) and isinstance(info.value, EnqueueError)
     with pytest.raises(PayloadError, match="more than max_payload_size"):
         open_payload(sealed(args=("x" * 2000,)), RING, job_id="j1", worker="app.W", max_size=1000)
+
+
+def test_seal_many_writes_what_seal_writes_for_each_job() -> None:
+    ids = ["0123456789abcdef" * 2, 'job "quoted" é', "j3"]
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = [((1,), {}), ((), {"k": b"v"})]
+    calls.append(((Point(1, 2), "x" * 100), {"z": None}))
+    for ring in (RING, Keyring([], accept_unsigned=True)):
+        many = seal_many(ring, ids, "app.W", AT, calls, max_size=10_000)
+        assert many == [
+            seal(ring, i, "app.W", AT, a, k) for i, (a, k) in zip(ids, calls, strict=True)
+        ]
+    with pytest.raises(SerializationError, match=r"argument 'f' \(function\)"):
+        seal_many(RING, ["a", "b"], "w.W", AT, [((1,), {}), ((), {"f": lambda: None})])
+    with pytest.raises(PayloadTooLargeError, match="max_payload_size"):
+        seal_many(RING, ["a", "b"], "w.W", AT, [((1,), {}), (("x" * 2000,), {})], max_size=1000)
 
 
 def test_rotation_new_key_signs_and_old_key_still_verifies() -> None:

@@ -22,7 +22,7 @@ from toniq.backends import Backend, from_url
 from toniq.errors import ConfigurationError, EnqueueError, MissingSecretError, StoreError
 from toniq.events import EventBus, JobEvent
 from toniq.job import HELD, JobRecord, JobState, NewJob, NodeInfo
-from toniq.serialization import open_payload, seal
+from toniq.serialization import open_payload, seal, seal_many
 from toniq.settings import DEFAULT_URL, Settings, redact
 from toniq.signing import Keyring, new_secret
 from toniq.worker import Worker, check_arguments, resolve
@@ -340,13 +340,14 @@ class Toniq:
             return [self.enqueue(target, *args, **kwargs) for args, kwargs in items]
         name = cls.worker_name
         job_options = {"timeout": options["timeout"]} if options.get("timeout") else {}
-        ids = os.urandom(16 * len(items)).hex()  # as uuid4().hex, without a UUID per job
+        blob = os.urandom(16 * len(items)).hex()  # as uuid4().hex, without a UUID per job
+        ids = [blob[i : i + 32] for i in range(0, len(blob), 32)]
         keyring, limit = self._enqueue_keyring(), self.settings.max_payload_size
-        jobs = []
-        for i, (args, kwargs) in enumerate(items):
-            job_id = ids[32 * i : 32 * i + 32]
-            payload = seal(keyring, job_id, name, now, args, kwargs, max_size=limit)
-            jobs.append(NewJob(job_id, name, payload, now, run_at, job_options))
+        payloads = seal_many(keyring, ids, name, now, items, max_size=limit)
+        jobs = [
+            NewJob(job_id, name, payload, now, run_at, job_options)
+            for job_id, payload in zip(ids, payloads, strict=True)
+        ]
         stored: list[JobHandle] = []
         for start in range(0, len(jobs), BATCH):
             batch = jobs[start : start + BATCH]

@@ -24,6 +24,7 @@ import os
 import pickle
 import struct
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from toniq.errors import PayloadError, PayloadTooLargeError, SerializationError
@@ -106,6 +107,41 @@ def seal(
             "elsewhere and pass a reference, or raise max_payload_size on every process"
         )
     return payload
+
+
+def seal_many(
+    keyring: Keyring,
+    ids: Sequence[str],
+    worker: str,
+    enqueued_at: float,
+    calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+    *,
+    max_size: int | None = None,
+) -> list[bytes]:
+    """The payloads of jobs of one worker enqueued at one time, ``calls[i]`` being the
+    ``(args, kwargs)`` of job ``ids[i]``: byte for byte what :func:`seal` writes for each,
+    with the parts they share (header, meta around the id, the key's HMAC state after
+    them) made once. Raises as :func:`seal` does, at the first job that fails."""
+    if not keyring.signs:
+        return [
+            seal(keyring, job_id, worker, enqueued_at, args, kwargs, max_size=max_size)
+            for job_id, (args, kwargs) in zip(ids, calls, strict=True)
+        ]
+    tail = f',"worker":{_json_text(worker)},"enqueued_at":{float(enqueued_at)!r}}}'.encode()
+    head = MAGIC + bytes([SIGNED]) + keyring.signing_id
+    mac = keyring.signer()
+    payloads: list[bytes] = []
+    for job_id, (args, kwargs) in zip(ids, calls, strict=True):
+        body = pickle_arguments(args, kwargs, worker=worker)
+        meta = b'{"id":' + _json_text(job_id).encode() + tail
+        if len(meta) > 0xFFFF:
+            raise SerializationError(f"cannot enqueue {worker}: job id or worker name too long")
+        signed_part = _META_LEN.pack(len(meta)) + meta + body
+        payload = head + mac.digest(head + signed_part) + signed_part
+        if max_size is not None and len(payload) > max_size:
+            seal(keyring, job_id, worker, enqueued_at, args, kwargs, max_size=max_size)  # raises
+        payloads.append(payload)
+    return payloads
 
 
 def open_payload(
