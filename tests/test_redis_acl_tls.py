@@ -129,3 +129,31 @@ def test_enqueue_node_failure_and_retry_through_tls_and_the_acl_user(
         assert any("could not read the Redis configuration" in m for m in logged), logged
     finally:
         app.close()
+
+
+#: The commands of the documented rule that only hand-over uses (see docs/redis.md).
+HAND_OVER = {"+zpopmin", "+rpush", "+lrange", "+blpop", "+pexpire"}
+
+
+def test_a_user_whose_acl_predates_hand_over_still_gets_its_jobs_run(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rule written before hand-over (without its commands): nodes say so and wait for
+    wake-ups instead; enqueue, claim and an idle node's wake-up all still work."""
+    admin = server.client(username="admin", password=ADMIN)
+    try:
+        old_rule = [word for word in documented_rule() if word not in HAND_OVER]
+        assert len(old_rule) == len(documented_rule()) - len(HAND_OVER)
+        admin.execute_command(*old_rule)  # "-@all" first: exactly the old commands
+    finally:
+        admin.close()
+    app = toniq.configure(toniq_url(server), **FAST)
+    try:
+        with caplog.at_level("WARNING", logger="toniq"), toniq.Node(app) as node:
+            node.drain()  # idle
+            app.enqueue(Echo, "old rule")
+            node.drain()
+        assert ("Echo", ("old rule",), {}) in probe.calls
+        assert "this Redis user may not BLPOP" in caplog.text
+    finally:
+        app.close()

@@ -383,7 +383,7 @@ class Toniq:
         for job in jobs:
             self.events.enqueued(job.worker, True)
         for node in list(self._nodes):
-            node.wake()  # a node in this process starts it now instead of at its next poll
+            node._enqueued()  # a node in this process starts it now, not at its next poll
 
     def _run_local(
         self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None

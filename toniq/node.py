@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from toniq.errors import ToniqError
+from toniq.errors import StoreError, ToniqError
 from toniq.events import EventKind, JobEvent, emit
 from toniq.job import CANNOT_RUN, ClaimedJob, JobError, NodeInfo, Outcome
 from toniq.retries import log_failure, retries_for, retry_delay
@@ -128,10 +128,16 @@ class Node:
         self._start_error: BaseException | None = None
         self._maint_stop = threading.Event()
         self._keyring: Keyring = Keyring(())
-        # An idle node's I/O thread waits on _io_wake (see _claim_when_woken).
+        # An idle node's I/O thread waits on _io_wake (see _claim_when_woken), or, where the
+        # store hands jobs over (Redis), blocks on the store for one (_handoff).
         self._io_wake = threading.Event()
         self._io_waiting = False
         self._io_interrupted = False
+        self._handoff = False
+        # The workers this node is armed for (a hand-over may come for each): set by a claim
+        # with "arm" that found nothing, emptied by a claim, a hand-over or a disarm.
+        self._armed_for: frozenset[str] = frozenset()
+        self._pushers: list[threading.Thread] = []  # see _unblock_io
 
     # -- public control ------------------------------------------------------------------
 
@@ -239,6 +245,13 @@ class Node:
         """Look for jobs now rather than at the next poll (thread-safe)."""
         self._wake_now()
 
+    def _enqueued(self) -> None:
+        """A job was stored by this process: look for it now. Not if this node waits for a
+        job handed over: the store hands it the job, or wakes it (another round trip here
+        would only delay the caller)."""
+        if not (self._handoff and self._io_waiting):
+            self._wake_now()
+
     def submit_local(
         self,
         worker: type[Worker],
@@ -269,6 +282,7 @@ class Node:
             return
         if self._io_waiting:
             self._io_wake.set()  # idle: the I/O thread claims now (see _claim_when_woken)
+            self._unblock_io()
             if self._io_waiting:
                 return
             # The wait ended just now and _claim_when_woken may have missed this wake-up:
@@ -280,6 +294,41 @@ class Node:
                 loop.call_soon_threadsafe(self._wake.set)
             except RuntimeError:  # the loop closed in between
                 pass
+
+    def _handoff_allowed(self, backend: Backend) -> bool:
+        """Whether this node may wait for jobs handed over: a Redis user whose ACL predates
+        hand-over cannot BLPOP; the node then waits for wake-ups as before (it never arms,
+        so no enqueue hands it a job)."""
+        try:
+            allowed = bool(backend.handoff_allowed())  # type: ignore[attr-defined]
+        except StoreError as exc:  # not an answer about the ACL: assume the documented one
+            logger.debug("could not check the commands of hand-over: %s", exc)
+            return True
+        if not allowed:
+            logger.warning(
+                "this Redis user may not BLPOP: idle nodes claim on a wake-up message instead "
+                "of being handed jobs (see docs/security.md for the commands toniq needs)"
+            )
+        return allowed
+
+    def _unblock_io(self) -> None:
+        """End the I/O thread's wait for a job handed over (a no-op unless it may block on
+        the store): a marker pushed to the store ends it. On the event loop's thread the push
+        goes to a thread of its own, so a store that does not answer cannot hold the loop."""
+        if not self._handoff or self.backend is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            pusher = threading.Thread(target=self._push_wake, name="toniq-unblock", daemon=True)
+            self._pushers = [t for t in self._pushers if t.is_alive()] + [pusher]
+            pusher.start()
+        else:
+            self._push_wake()
+
+    def _push_wake(self) -> None:
+        try:
+            self.backend.wake_handoff(self.id)  # type: ignore[union-attr]
+        except Exception as exc:  # the wait ends at its timeout anyway
+            logger.debug("could not wake node %s's I/O thread: %s", self.id, exc)
 
     def _begin_stop(self) -> None:
         self._stop_requested = True
@@ -311,6 +360,8 @@ class Node:
                 for warning in await self._call(backend.server_warnings):
                     logger.warning("%s", warning)
                 self._server_id = await self._call(backend.server_id)
+                if getattr(backend, "handoff", False):
+                    self._handoff = await self._call(self._handoff_allowed, backend)
                 unwatch = backend.watch(self._wake_now)
                 logger.info(
                     "toniq node %s started on %s with workers: %s",
@@ -394,20 +445,33 @@ class Node:
             self._start_local_jobs()
             claimed: list[ClaimedJob] = []
             wants = self._wants() if backend is not None else {}
+            if self._armed_for and not self._armed_for <= wants.keys():
+                # Some worker has no room left (persist=False jobs took it) and this pass
+                # may not claim: stop jobs being handed over, give back any that were.
+                try:
+                    await self._disarm()
+                except Exception as exc:
+                    logger.warning("could not stop jobs being handed to this node: %s", exc)
             if wants:
                 assert backend is not None
                 if self._reconcile:
                     await self._hand_back_ghosts()  # before claiming: they are claimable again
+                options: dict[str, Any] = {}
+                if self._handoff and self._idle() and not burst and not self._reconcile:
+                    # If it finds nothing, the wait below may get a job from the enqueue.
+                    options["arm"] = self.settings.poll_interval
                 try:
                     claimed = await self._call(
                         functools.partial(
                             backend.claim,
                             alone=not self._tasks and not self._local,
                             suspect_after=max(1, self.settings.max_node_deaths - 1),
+                            **options,
                         ),
                         self.id,
                         wants,
                     )
+                    self._armed_for = frozenset(wants) if options and not claimed else frozenset()
                     failures = 0
                 except Exception as exc:
                     failures += 1
@@ -460,8 +524,10 @@ class Node:
     ) -> list[ClaimedJob] | None:
         """An idle node waits for a wake-up on its I/O thread, which then claims at once:
         the claim starts one thread hop after the wake-up instead of three (wake-up thread
-        -> event loop -> I/O thread). None if nothing woke it within ``timeout``, or if the
-        event loop needed it back (a stop, a persist=False job)."""
+        -> event loop -> I/O thread). Where the store hands jobs over (Redis), the I/O
+        thread blocks on the store instead, and a job enqueued alone comes with the wake-up,
+        already leased: no claim at all. None if nothing woke it within ``timeout``, or if
+        the event loop needed it back (a stop, a persist=False job)."""
         backend = self.backend
         assert backend is not None
         self._io_wake.clear()
@@ -484,6 +550,7 @@ class Node:
             if not future.done():
                 self._io_interrupted = True  # the loop has work: let the I/O thread go
                 self._io_wake.set()
+                self._unblock_io()
             return await future
         finally:
             self._io_waiting = False
@@ -494,6 +561,7 @@ class Node:
                 # back by the next pass (or taken over once this node is gone).
                 self._io_interrupted = True
                 self._io_wake.set()
+                self._unblock_io()
                 self._reconcile = True
             elif self._io_wake.is_set() and not self._io_interrupted:
                 # Woken again while the I/O thread claimed (it clears _io_wake first): that
@@ -503,13 +571,50 @@ class Node:
     def _wait_then_claim(
         self, backend: Backend, wants: dict[str, int], suspect_after: int, timeout: float | None
     ) -> list[ClaimedJob] | None:
-        """On the I/O thread: see :meth:`_claim_when_woken`."""
-        if not self._io_wake.wait(timeout):
-            return None
-        self._io_wake.clear()  # a wake-up from now on asks for another claim
+        """On the I/O thread: see :meth:`_claim_when_woken`. Where the store hands jobs
+        over, the wait is on the store: a job handed over (leased to this node by the
+        enqueue, which the claim before this wait armed) is returned as claimed."""
+        if self._handoff:
+            assert timeout is not None
+            if self._io_wake.is_set():
+                handed: list[ClaimedJob] | None = []  # woken before the wait began
+            else:
+                handed = backend.wait_handoff(self.id, timeout)  # type: ignore[attr-defined]
+            if handed:
+                self._armed_for = frozenset()  # the enqueue disarmed it
+                # A wake-up that came meanwhile stays set: the loop claims again.
+                return handed
+            if self._io_interrupted or self._stop_requested:
+                # The loop has other work (a stop, a persist=False job) and may not claim
+                # soon: no job may be handed to a node that does not wait for it.
+                self._disarm_now()
+                return None
+            if handed is None:
+                return None  # the loop claims at once, which disarms
+            self._io_wake.clear()  # a wake-up from now on asks for another claim
+        else:
+            if not self._io_wake.wait(timeout):
+                return None
+            self._io_wake.clear()  # a wake-up from now on asks for another claim
         if self._io_interrupted or self._stop_requested:
             return None
+        self._armed_for = frozenset()  # every claim disarms
         return backend.claim(self.id, wants, alone=True, suspect_after=suspect_after)
+
+    async def _disarm(self, *, last: bool = False) -> None:
+        await self._call(functools.partial(self._disarm_now, last=last))
+
+    def _disarm_now(self, *, last: bool = False) -> None:
+        """On the I/O thread: no more jobs handed over to this node until it arms again;
+        those handed over and not taken go back to the store (see RedisBackend.disarm).
+        ``last``: the node is stopping; wake-up markers still on their way land first, so
+        that nothing of this node is left in the store."""
+        if last:
+            for pusher in self._pushers:
+                pusher.join(5.0)
+        backend: Any = self.backend
+        backend.disarm(self.id, list(self._workers))
+        self._armed_for = frozenset()
 
     async def _hand_back_ghosts(self) -> None:
         """Hand back jobs the store says this node holds but it does not run: claims whose
@@ -846,6 +951,12 @@ class Node:
         await ack_task
         held = [(c.id, c.token) for _, c in unfinished if c is not None]
         backend = self.backend
+        if self._handoff and backend is not None:
+            try:
+                # Jobs handed over that this node never took go back (in the same step).
+                await self._disarm(last=True)
+            except Exception as exc:
+                logger.warning("could not stop jobs being handed to this node: %s", exc)
         if held and backend is not None:
             try:
                 released = await self._call(backend.hand_back, self.id, held)
@@ -856,6 +967,9 @@ class Node:
                     "when this node's lease expires",
                     len(held),
                 )
+        if self._handoff and self._reconcile and backend is not None:
+            # A wait cut short may have taken a job handed over that never reached the loop.
+            await self._hand_back_ghosts()
         if self._local:
             logger.warning(
                 "%d persist=False job(s) never started and are dropped", len(self._local)

@@ -521,7 +521,11 @@ def test_an_enqueue_from_another_process_wakes_an_idle_node_at_once(
             node.drain()  # one empty claim: the node is idle and has said so
             assert client.exists("toniq:{wake}:idle")
             began = time.monotonic()
-            elsewhere.enqueue([make_job(app.keyring, "redis.Wakes", job_id="w1")])
+            # Two jobs in one call: a single one would be handed over (see below), not
+            # announced on the channel.
+            elsewhere.enqueue(
+                [make_job(app.keyring, "redis.Wakes", job_id=f"w{i}") for i in (1, 2)]
+            )
             assert _woken.wait(10), "the idle node was not woken"
             latency = time.monotonic() - began
             assert not client.exists("toniq:{wake}:idle")  # one message per idle spell
@@ -529,3 +533,139 @@ def test_an_enqueue_from_another_process_wakes_an_idle_node_at_once(
     finally:
         elsewhere.close()
         app.close()
+
+
+class _ClaimsSeen:
+    """The node's backend, noting which jobs it got from claim() (not handed over)."""
+
+    def __init__(self, backend: object) -> None:
+        self._backend = backend
+        self.claimed: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._backend, name)
+
+    def claim(self, node_id: str, wants: dict[str, int], **options: object) -> list[object]:
+        got = self._backend.claim(node_id, wants, **options)  # type: ignore[attr-defined]
+        self.claimed += [job.id for job in got]
+        return list(got)
+
+
+def test_an_idle_node_gets_a_job_from_the_enqueue_itself(
+    server: RedisServer, client: redis.Redis
+) -> None:
+    """An idle node waits on its hand-over list; a job enqueued alone (from any process) is
+    leased to it by the enqueue script and pushed there: no wake-up, no claim round trip."""
+    import toniq
+    from toniq.serialization import make_job
+
+    class Handed(toniq.Worker, name="redis.Handed"):
+        async def perform(self) -> None:
+            _woken.set()
+
+    _woken.clear()
+    url = server.url(queue="hand")
+    app = toniq.Toniq(url, poll_interval=30.0)
+    seen = _ClaimsSeen(app.backend)
+    app._backend = seen  # type: ignore[assignment]
+    elsewhere = RedisBackend(url)
+    try:
+        with toniq.Node(app, workers=[Handed]) as node:
+            node.drain()
+            deadline = time.monotonic() + 10
+            while not client.hexists("toniq:{hand}:armed", node.id):
+                assert time.monotonic() < deadline, "the node never armed"
+            elsewhere.enqueue([make_job(app.keyring, "redis.Handed", job_id="h1")])
+            assert _woken.wait(10), "the job handed over did not run"
+            node.drain()
+            assert "h1" not in seen.claimed  # it came from the enqueue, not from a claim
+            assert app.backend.get_job("h1") is None  # done and acknowledged
+        # Disarmed on stop: nothing of hand-over is left.
+        assert not client.keys("toniq:{hand}:handoff:*")
+        assert not client.exists("toniq:{hand}:armed", "toniq:{hand}:waiting:redis.Handed")
+    finally:
+        elsewhere.close()
+        app.close()
+
+
+def test_a_job_handed_over_is_leased_as_a_claim_would(backend: RedisBackend) -> None:
+    n1 = node(backend)
+    assert backend.claim(n1, {W: 5}, arm=1.0) == []  # nothing: armed
+    [job] = new(1)
+    backend.enqueue([job])
+    record = backend.get_job(job.id)
+    assert record is not None and record.state is JobState.RUNNING
+    assert record.node == n1 and record.attempt == 1
+    assert backend.counts()[W]["running"] == 1
+    [(held_id, token)] = backend.held_by(n1)
+    [handed] = backend.wait_handoff(n1, 1.0) or []
+    assert (handed.id, handed.worker, handed.token) == (job.id, W, token) and held_id == job.id
+    assert (handed.payload, handed.attempt, handed.suspect) == (job.payload, 1, False)
+    assert handed.enqueued_at == job.enqueued_at
+    # Handed over once: the next job waits for a claim (the node is disarmed).
+    backend.enqueue(new(1))
+    assert backend.counts()[W]["available"] == 1
+    assert backend.wait_handoff(n1, 0.01) is None
+    report = backend.ack(n1, [Outcome(job.id, handed.token, W)])
+    assert report.rejected == () and backend.get_job(job.id) is None
+
+
+def test_a_job_handed_over_after_the_wait_ended_comes_with_the_next_claim(
+    backend: RedisBackend,
+) -> None:
+    n1 = node(backend)
+    backend.claim(n1, {W: 1}, arm=1.0)
+    backend.wake_handoff(n1)  # a wake-up marker nobody takes
+    [job] = new(1)
+    backend.enqueue([job])
+    [claimed] = backend.claim(n1, {W: 1})
+    assert claimed.id == job.id
+    assert [(claimed.id, claimed.token)] == backend.held_by(n1)
+    assert backend.claim(n1, {W: 1}) == []  # taken once; the marker is dropped
+    assert backend.wait_handoff(n1, 0.01) is None
+
+
+def test_disarming_gives_back_what_was_handed_over_and_not_taken(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    n1 = node(backend)
+    backend.claim(n1, {W: 1}, arm=1.0)
+    [job] = new(1)
+    backend.enqueue([job])
+    backend.wake_handoff(n1)  # a marker too
+    assert backend.disarm(n1, [W]) == 1
+    record = backend.get_job(job.id)
+    assert record is not None and record.state is JobState.AVAILABLE and record.attempt == 0
+    assert backend.held_by(n1) == [] and backend.counts()[W].get("running", 0) == 0
+    backend.enqueue(new(1))  # disarmed: nothing more is handed over
+    assert backend.counts()[W]["available"] == 2
+    [first, _] = backend.claim(n1, {W: 2})
+    assert first.id == job.id and first.attempt == 1  # its place in the FIFO kept
+    # Nothing of hand-over is left: not the list, the arming or the waiting entry.
+    assert stored_keys(client) & {"armed", f"waiting:{W}", f"handoff:{n1}"} == set()
+
+
+def test_no_job_is_handed_to_a_node_whose_arming_ran_out_or_that_left(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    n1, n2 = node(backend, "n1"), node(backend, "n2")
+    backend.claim(n1, {W: 1}, arm=0.0)  # armed for the margin only
+    backend.claim(n2, {W: 1}, arm=1.0)
+    backend.unregister_node(n2)
+    time.sleep(0.3)  # n1's arming runs out (what is tested is the server's clock)
+    [job] = new(1)
+    backend.enqueue([job])
+    record = backend.get_job(job.id)
+    assert record is not None and record.state is JobState.AVAILABLE
+    assert not client.exists("toniq:{q}:waiting:" + W)  # the stale entries are gone
+
+
+def test_a_job_handed_to_a_node_that_died_is_taken_over(backend: RedisBackend) -> None:
+    n1 = node(backend)
+    backend.claim(n1, {W: 1}, arm=1.0)
+    [job] = new(1)
+    backend.enqueue([job])
+    report = backend.take_over(0.0, 3)  # n1's heartbeat is older than 0 s: dead
+    assert report.dead_nodes == (n1,) and report.requeued == (job.id,)
+    record = backend.get_job(job.id)
+    assert record is not None and record.state is JobState.AVAILABLE

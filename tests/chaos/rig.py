@@ -34,8 +34,10 @@ COUNTERS = {"count:done", "seq", "workers"}
 NODE_KEYS = {"nodes", "nodeinfo"}
 #: The session's signing key (tests/conftest.py), which the node processes get too.
 KEYS = Keyring(parse_secrets(TEST_SECRET))
-#: Keys that expire by themselves: the throughput ring and the idle flag (docs/redis.md).
+#: Keys that expire by themselves: the throughput ring, the idle flag, and what an armed
+#: node leaves when it dies ("armed", "waiting:<worker>", "handoff:<node>"; docs/redis.md).
 EXPIRING = {"rate", "idle"}
+EXPIRING_PREFIXES = ("armed", "waiting:", "handoff:")
 #: What failed jobs keep (only when a scenario expects some).
 FAILED_KEYS = {"jobs", "payloads", "errors", "failed", "count:failed"}
 AOF_ALWAYS = ("--appendonly", "yes", "--appendfsync", "always")
@@ -174,7 +176,14 @@ class Rig:
             keys = {k.decode()[len(PREFIX) :] for k in c.scan_iter(match=PREFIX + "*", count=1000)}
             allowed = COUNTERS | NODE_KEYS | EXPIRING
             allowed |= FAILED_KEYS if expected_failed else set()
-            found["extra_keys"] = len({k for k in keys if k not in allowed})
+            found["extra_keys"] = len(
+                {
+                    k
+                    for k in keys
+                    if k not in allowed
+                    and not (k.startswith(EXPIRING_PREFIXES) and c.pttl(PREFIX + k) > 0)
+                }
+            )
             found["claims"] = int(c.scard(PREFIX + "claimers")) + sum(
                 int(c.hlen(PREFIX + k)) for k in keys if k.startswith("claims:")
             )

@@ -7,7 +7,8 @@ scripts, never from a client, so nodes with skewed clocks agree on who is alive.
 
 Key layout. Every key of a queue starts with ``toniq:{<queue>}:`` (``P:`` below); the
 braces are a Redis Cluster hash tag, so all keys of a queue live in one slot, and every key
-a script touches is passed in ``KEYS``::
+a script touches is passed in ``KEYS`` (but for the two keys of the node enqueue.lua hands a
+job to; no hand-over on a Redis Cluster)::
 
     P:jobs               hash  id -> record (JSON: worker, state, attempt, node_deaths, seq,
                                enqueued_at, run_at, started_at, finished_at, node, token,
@@ -29,6 +30,10 @@ a script touches is passed in ``KEYS``::
     P:idle               string   set (30 s at most) by a claim that found nothing; the next
                                   enqueue deletes it and publishes on the channel P:wake, which
                                   every node subscribes to, so idle nodes claim at once
+    P:armed              hash  node -> "<token> <until>": idle nodes waiting for a job
+                               handed over by the enqueue itself (see lua/claim.lua)
+    P:waiting:<w>        zset  armed nodes with room for worker w -> time armed
+    P:handoff:<node>     list  jobs handed to that node: JSON head, newline, payload
     P:rate               hash  "<second % 64>:<worker>" -> "<second> <done> <errors>": runs
                                acknowledged per second (a ring; expires after 2 idle minutes)
 
@@ -136,7 +141,18 @@ _SCRIPTS = (
     "delete_failed",
     "release_scheduled",
     "prune_failed",
+    "disarm",
 )
+#: A wake-up marker pushed on ``P:handoff:<node>``: the node's wait ends, it claims.
+WAKE_MARK = "~"
+#: How long at most one blocking wait for a hand-over lasts, as a share of the socket
+#: timeout (a reply must come before the socket gives up).
+HANDOFF_WAIT_SHARE = 0.5
+#: Seconds a node stays armed after its wait for a hand-over should have ended: a node that
+#: died armed gets the jobs enqueued in that time (they wait for its takeover).
+HANDOFF_MARGIN = 0.2
+#: A hand-over list expires this long after its last push (enqueue.lua uses the same).
+HANDOFF_TTL_MS = 600_000
 
 
 @cache
@@ -373,6 +389,12 @@ class RedisBackend:
     def _scheduled(self, worker: str) -> str:
         return self.key(f"scheduled:{worker}")
 
+    def _waiting(self, worker: str) -> str:
+        return self.key(f"waiting:{worker}")
+
+    def _handoff(self, node_id: str) -> str:
+        return self.key(f"handoff:{node_id}")
+
     def _claims(self, node_id: str) -> str:
         return self.key(f"claims:{node_id}")
 
@@ -424,7 +446,13 @@ class RedisBackend:
         not shared)."""
         # hiredis packs the command in C (redis-py's encoder loop took 5 us for an enqueue);
         # packed before a connection is taken, so a bad argument cannot leak one.
-        command = [pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))]
+        packed = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return self._roundtrip(packed, script)
+
+    def _roundtrip(self, packed: bytes, script: Script | None = None) -> Any:
+        """Send one packed command on an idle connection of our own and read its reply
+        (see :meth:`_eval`); ``script``: load it and send again if the server lost it."""
+        command = [packed]
         lanes = self._lanes
         if self._pid != os.getpid():
             lanes.clear()
@@ -449,6 +477,8 @@ class RedisBackend:
                 conn.send_packed_command(command, check_health=False)
                 reply = conn.read_response()
             except redis.exceptions.NoScriptError:
+                if script is None:
+                    raise
                 # The server lost its scripts (a restart, SCRIPT FLUSH): the script did not
                 # run, so loading it and calling again runs it once.
                 conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", script.script))
@@ -486,12 +516,17 @@ class RedisBackend:
 
     # -- the contract: state changes -----------------------------------------------------
 
+    #: enqueue.lua's keys after the queues of its workers.
+    _ENQUEUE_TAIL = ("idle", "nodes", "claimers", "count:running", "armed")
+
     def _enqueue_keys(self, worker: str) -> list[str]:
         """The keys of enqueue.lua for jobs of one worker."""
         keys = self._keys_of.get(worker)
         if keys is None:
             keys = [self.key(k) for k in ("jobs", "payloads", "seq", "workers")]
-            keys += [self._available(worker), self._scheduled(worker), self.key("idle")]
+            keys += [self._available(worker), self._scheduled(worker)]
+            keys += [self.key(k) for k in self._ENQUEUE_TAIL]
+            keys.append(self._waiting(worker))
             self._keys_of[worker] = keys
         return keys
 
@@ -507,7 +542,8 @@ class RedisBackend:
                 keys = [self.key(k) for k in ("jobs", "payloads", "seq", "workers")]
                 for worker in workers:
                     keys += [self._available(worker), self._scheduled(worker)]
-                keys.append(self.key("idle"))
+                keys += [self.key(k) for k in self._ENQUEUE_TAIL]
+                keys += [self._waiting(worker) for worker in workers]
             args: list[Any] = [len(workers), *workers]
             # A batch from enqueue_many shares its times and options: format each once.
             last: tuple[float, float | None, dict[str, Any]] | None = None
@@ -521,7 +557,8 @@ class RedisBackend:
                         json.dumps(job.options) if job.options else "",
                     )
                 args += [job.id, index[job.worker], job.payload, *times]
-            args.append(self.key("wake"))
+            # One job may be handed straight to a waiting node (see enqueue.lua).
+            args += [self.prefix if self.handoff and len(jobs) == 1 else "", self.key("wake")]
             try:
                 self._run("enqueue", keys, args)
             except redis.ResponseError as exc:
@@ -538,7 +575,14 @@ class RedisBackend:
         *,
         alone: bool = False,
         suspect_after: int = 2,
+        arm: float | None = None,
     ) -> list[ClaimedJob]:
+        """See :meth:`toniq.backends.Backend.claim`. ``arm`` (seconds; only where
+        :attr:`handoff` is true): if nothing is leased, arm the node for that long, so the
+        next job of one of these workers enqueued alone is leased to it by the enqueue itself
+        and pushed to :meth:`wait_handoff` (see ``lua/claim.lua``). Every claim disarms
+        first, and returns the jobs handed over since the last one that the node did not
+        take with :meth:`wait_handoff`."""
         with self._guard("claim"):
             wanted = [(worker, n) for worker, n in wants.items() if n > 0]
             if not wanted:
@@ -563,11 +607,19 @@ class RedisBackend:
             for worker, n in wanted:
                 keys += [self._available(worker), self._scheduled(worker)]
                 args += [worker, n]
+            keys += [self.key("armed"), self._handoff(node_id)]
+            keys += [self._waiting(worker) for worker, _ in wanted]
             keys.append(self.key("idle"))
+            if arm is None or not self.handoff:
+                args.append("")
+            else:  # as long as wait_handoff waits, and a little more
+                args.append(_num(min(arm, self.timeout * HANDOFF_WAIT_SHARE) + HANDOFF_MARGIN))
             flat = self._run("claim", keys, args)
         claimed: list[tuple[int, ClaimedJob]] = []
-        for i in range(0, len(flat), 8):
-            job_id, worker, payload, attempt, enqueued_at, options, seq, suspect = flat[i : i + 8]
+        for i in range(0, len(flat), 9):
+            job_id, worker, payload, attempt, enqueued_at, options, seq, suspect, tok = flat[
+                i : i + 9
+            ]
             claimed.append(
                 (
                     int(seq),
@@ -576,7 +628,7 @@ class RedisBackend:
                         _text(worker),
                         bytes(payload),
                         int(attempt),
-                        token,
+                        _text(tok),
                         float(enqueued_at),
                         json.loads(options) if options else {},
                         bool(suspect),
@@ -639,6 +691,81 @@ class RedisBackend:
             for (job_id, token), _ in pairs:
                 args += [job_id, token]
             return int(self._run("hand_back", keys, args))
+
+    # -- hand-over: an idle node gets a job from the enqueue itself (single Redis only) ----
+
+    @property
+    def handoff(self) -> bool:
+        """Whether an idle node can wait for jobs handed over (:meth:`wait_handoff`):
+        on a single Redis, not on a Redis Cluster (where every key a script touches must be
+        named in advance)."""
+        return self._pool is not None
+
+    def wait_handoff(self, node_id: str, timeout: float) -> list[ClaimedJob] | None:
+        """Block (at most ``timeout`` seconds) until a job is handed to this node, armed by
+        its last :meth:`claim`: ``[job]``, leased to the node as a claim would; ``[]`` for a
+        wake-up (:meth:`wake_handoff`: claim now); None if nothing came."""
+        with self._guard("wait for a job"):
+            wait = max(0.001, min(timeout, self.timeout * HANDOFF_WAIT_SHARE))
+            command: tuple[Any, ...] = ("BLPOP", self._handoff(node_id), _num(wait))
+            reply = self._roundtrip(pack_command(command))
+        if reply is None:
+            return None
+        message = bytes(reply[1])
+        head, newline, payload = message.partition(b"\n")
+        if not newline:
+            return []  # a wake-up marker
+        job_id, worker, token, enqueued_at, options, _seq = json.loads(head)
+        return [
+            ClaimedJob(
+                job_id,
+                worker,
+                payload,
+                1,
+                token,
+                float(enqueued_at),
+                json.loads(options) if options else {},
+                False,
+            )
+        ]
+
+    def handoff_allowed(self) -> bool:
+        """Whether this Redis user may wait for jobs handed over: False if its ACL refuses
+        ``BLPOP`` (a rule written before hand-over); raises :class:`StoreError` if Redis
+        does not answer."""
+        with self._guard("check the commands of hand-over"):
+            command: tuple[Any, ...] = ("BLPOP", self.key("handoff:probe"), "0.001")
+            try:
+                self._roundtrip(pack_command(command))
+            except redis.exceptions.NoPermissionError:
+                return False
+        return True
+
+    def wake_handoff(self, node_id: str) -> None:
+        """End a node's :meth:`wait_handoff` now (it returns ``[]``); a marker pushed when
+        the node is not waiting is dropped by its next claim, or expires."""
+        with self._guard("wake a node"):
+            pipe = self._pipe()
+            pipe.rpush(self._handoff(node_id), WAKE_MARK)
+            pipe.pexpire(self._handoff(node_id), HANDOFF_TTL_MS)
+            pipe.execute()
+
+    def disarm(self, node_id: str, workers: Sequence[str]) -> int:
+        """Stop handing jobs to this node (of these, its workers); the jobs handed over
+        that it has not taken go back to AVAILABLE (see ``lua/disarm.lua``). Returns how
+        many did."""
+        with self._guard("disarm"):
+            keys = [
+                self.key("armed"),
+                self._handoff(node_id),
+                self.key("jobs"),
+                self.key("claimers"),
+                self.key("count:running"),
+                self._claims(node_id),
+            ]
+            for worker in workers:
+                keys += [self._available(worker), self._waiting(worker)]
+            return int(self._run("disarm", keys, [node_id, *workers]))
 
     def held_by(self, node_id: str) -> list[tuple[str, str]]:
         with self._guard("read claims"):

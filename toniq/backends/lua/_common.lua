@@ -140,4 +140,17 @@ local function forget_empty_claims(claimers, claims, node)
   end
 end
 
+-- Give a RUNNING job (its decoded record) back as AVAILABLE, as if never claimed: its
+-- attempt back, out of its node's claim set, at its own place in its worker's FIFO.
+local function give_back(jobs, claims, running, available, id, job)
+  job.state = 'available'
+  job.attempt = job.attempt - 1
+  job.node = nil
+  job.token = nil
+  save_job(jobs, id, job)
+  redis.call('ZADD', available, place(job), id)
+  redis.call('HDEL', claims, id)
+  decr(running, job.worker, 1)
+end
+
 -- ---------------------------------------------------------------------------------------

@@ -8,7 +8,11 @@
 -- KEYS[6]  P:claims:<node>         hash  id -> worker, the jobs this node holds
 -- KEYS[6 + 2i - 1]  P:available:<worker i>  zset id -> node_deaths * 2^44 + seq
 -- KEYS[6 + 2i]      P:scheduled:<worker i>  zset member(seq, id) -> run_at
--- KEYS[6 + 2m + 1]  P:idle                  string, set while some node waits for work
+-- KEYS[6 + 2m + 1]  P:armed                 hash  node -> "<token> <until>": nodes waiting
+--                                          for a job handed over (see enqueue.lua)
+-- KEYS[6 + 2m + 2]  P:handoff:<node>        list  the jobs enqueue.lua handed this node
+-- KEYS[6 + 2m + 2 + i]  P:waiting:<worker i>  zset node -> time armed
+-- KEYS[6 + 3m + 3]  P:idle                  string, set while some node waits for work
 --
 -- ARGV[1]  the node id          ARGV[2]  the claim's token (fresh per call)
 -- ARGV[3]  m, workers asked for ARGV[4]  how many due SCHEDULED jobs to promote per worker
@@ -16,6 +20,8 @@
 -- ARGV[5]  suspect_after: a job whose node died under it this many times is a suspect
 -- ARGV[6]  "1" if the node runs nothing (it may take a suspect), else "0"
 -- then 2 per worker (i = 1 .. m): name, how many jobs wanted (> 0)
+-- last     arm: "" or seconds; if this claim leases nothing, the node waits for a hand-over
+--          (blocked on P:handoff:<node>) for at most that long
 --
 -- Nothing is claimed unless the node is registered. For each worker, due SCHEDULED jobs
 -- (run_at <= the server's now) become AVAILABLE at their place (see place() in
@@ -23,9 +29,16 @@
 -- for, if any, is leased alone. Otherwise the oldest AVAILABLE jobs that are not suspects
 -- are leased: RUNNING, attempt + 1, node, token, started_at.
 -- A claim that leases nothing sets P:idle (for 30 s at most: a node that died idle must not
--- leave it forever) so that the next enqueue publishes a wake-up (see enqueue.lua).
--- Returns 8 values per claimed job: id, worker, payload, attempt, enqueued_at, options
--- ("" for none), seq, 1 for a suspect (else 0).
+-- leave it forever) so that the next enqueue publishes a wake-up (see enqueue.lua); with
+-- "arm", it also arms the node: P:armed holds its token until now + arm, and it joins
+-- P:waiting of each worker asked for (both keys expire a second after that), so the next
+-- enqueue of one of them leases that job to it and pushes it on P:handoff:<node>, where the
+-- node waits (BLPOP): no claim round trip.
+-- Every claim first disarms the node and takes what is left on P:handoff:<node> (a job
+-- handed over after the node stopped waiting): each is returned if it is still RUNNING
+-- under this node and the token it was handed with; wake-up markers ("~") are dropped.
+-- Returns 9 values per claimed job: id, worker, payload, attempt, enqueued_at, options
+-- ("" for none), seq, 1 for a suspect (else 0), the claim's token.
 
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   return {}
@@ -36,6 +49,39 @@ local t = now()
 local started = fmt(t)
 local out = {}
 local running = {}
+local armed, handoff = KEYS[6 + 2 * m + 1], KEYS[6 + 2 * m + 2]
+
+-- Disarm, then take the jobs handed over since the last claim.
+redis.call('HDEL', armed, node)
+local taken = {}
+-- EXISTS first: a user whose ACL predates hand-over (no LRANGE) can still claim.
+local handed = {}
+if redis.call('EXISTS', handoff) == 1 then handed = redis.call('LRANGE', handoff, 0, -1) end
+if #handed > 0 then
+  redis.call('DEL', handoff)
+  for _, msg in ipairs(handed) do
+    local nl = string.find(msg, '\n', 1, true)
+    if nl then
+      local head = cjson.decode(string.sub(msg, 1, nl - 1))
+      local id, handed_token = head[1], head[3]
+      local job = load_job(KEYS[2], id)
+      if job and job.state == 'running' and job.node == node and job.token == handed_token then
+        local n = #out
+        out[n + 1] = id
+        out[n + 2] = job.worker
+        out[n + 3] = string.sub(msg, nl + 1)
+        out[n + 4] = job.attempt
+        out[n + 5] = job.enqueued_at
+        out[n + 6] = job.options or ''
+        out[n + 7] = job.seq
+        out[n + 8] = 0
+        out[n + 9] = handed_token
+        taken[job.worker] = (taken[job.worker] or 0) + 1
+      end
+    end
+  end
+end
+if #out > 0 then alone = false end  -- a suspect runs alone
 
 -- Lease these ids of "available:<worker>" (each becomes RUNNING, or is dropped from the
 -- set if its record says it is not AVAILABLE), with one command per key for the whole
@@ -77,6 +123,7 @@ local function lease(available, worker, ids, suspect)
     out[n + 6] = job.options or ''
     out[n + 7] = job.seq
     out[n + 8] = suspect and 1 or 0
+    out[n + 9] = token
   end
   running[worker] = (running[worker] or 0) + #leased
   return #leased
@@ -120,7 +167,8 @@ end
 -- Otherwise (no suspect taken) the oldest jobs that are not suspects: level 0 (never lost
 -- a node) and each level below suspect_after that has jobs, merged by seq.
 for i = 1, took_suspect and 0 or m do
-  local available, worker, wanted = KEYS[5 + 2 * i], ARGV[5 + 2 * i], tonumber(ARGV[6 + 2 * i])
+  local available, worker = KEYS[5 + 2 * i], ARGV[5 + 2 * i]
+  local wanted = tonumber(ARGV[6 + 2 * i]) - (taken[worker] or 0)
   local got = 0
   while got < wanted do
     local picks = {}
@@ -150,5 +198,16 @@ if #out > 0 then
   redis.call('SADD', KEYS[4], node)
 else
   redis.call('SET', KEYS[#KEYS], '1', 'PX', 30000)
+  if ARGV[#ARGV] ~= '' then
+    -- The keys expire a second after the arming: a node that died armed leaves nothing.
+    local arm = tonumber(ARGV[#ARGV])
+    local ttl = math.ceil((arm + 1) * 1000)
+    redis.call('HSET', armed, node, token .. ' ' .. fmt(t + arm))
+    redis.call('PEXPIRE', armed, ttl)
+    for i = 1, m do
+      redis.call('ZADD', KEYS[6 + 2 * m + 2 + i], t, node)
+      redis.call('PEXPIRE', KEYS[6 + 2 * m + 2 + i], ttl)
+    end
+  end
 end
 return out

@@ -7,11 +7,20 @@
 -- KEYS[4 + 2i - 1]  P:available:<worker i>   zset id -> seq
 -- KEYS[4 + 2i]      P:scheduled:<worker i>   zset member(seq, id) -> run_at
 -- KEYS[4 + 2m + 1]  P:idle        string, set while some node waits for work (see claim.lua)
+-- KEYS[4 + 2m + 2]  P:nodes       zset  node -> last heartbeat
+-- KEYS[4 + 2m + 3]  P:claimers    set   of nodes whose claim set is not empty
+-- KEYS[4 + 2m + 4]  P:count:running  hash  worker -> RUNNING jobs
+-- KEYS[4 + 2m + 5]  P:armed       hash  node -> "<token> <until>" (see claim.lua)
+-- KEYS[4 + 2m + 5 + i]  P:waiting:<worker i>  zset node -> time armed
+-- and, only when a job is handed over (the one exception to "every key is in KEYS": the
+-- node is picked here; both keys carry the queue's hash tag, and there is no hand-over on
+-- a Redis Cluster): P:claims:<node> and P:handoff:<node> of the node it goes to.
 --
 -- ARGV[1]           m, the number of workers (i = 1 .. m)
 -- ARGV[2 .. m + 1]  the worker names, in the order of their KEYS
 -- then 6 per job:   id, worker index (1 .. m), payload, enqueued_at, run_at ("" for now;
 --                   "inf" to hold), options (JSON text, "" for none)
+-- next to last      the key prefix P: to hand one job over to a waiting node; "" never to
 -- last              the wake-up channel, P:wake (a pub/sub channel, not a key)
 --
 -- Every id is checked first: a duplicate (stored already, or twice in the batch) fails the
@@ -20,11 +29,20 @@
 -- If a job became AVAILABLE and P:idle exists, P:idle is deleted and "1" is published on the
 -- wake-up channel, so idle nodes claim at once instead of at their next poll: one message
 -- per idle spell, not one per job.
+-- Hand-over (one job, AVAILABLE, and a prefix given): if a node is armed for this worker
+-- (it found nothing, joined P:waiting:<worker> and now blocks on P:handoff:<node>; see
+-- claim.lua), is still registered and its arming has not run out, the job is leased to it
+-- here, as claim.lua would (RUNNING, attempt 1, node, the armed token, started_at), and
+-- pushed on P:handoff:<node> as a JSON head [id, worker, token, enqueued_at, options, seq],
+-- a newline, then the payload; the node is disarmed, and nothing is published. Entries of
+-- P:waiting whose node is no longer armed are dropped on the way. The list expires after
+-- 10 minutes (a node that died with it: its jobs are in P:claims and are taken over).
 -- Returns the number of jobs stored.
 
 local m = tonumber(ARGV[1])
 local first = m + 2
-local n = (#ARGV - m - 2) / 6
+local n = (#ARGV - m - 3) / 6
+local idle = KEYS[5 + 2 * m]
 
 -- One job (every enqueue() call): the same steps as the batch below, without its tables,
 -- closures and chunked calls, which took a third of this script's time for a single job.
@@ -44,16 +62,54 @@ if n == 1 then
     extra = extra .. ',"run_at":' .. cjson.encode(run_at)
     if num(run_at) > now() then state = 'scheduled' end
   end
-  redis.call('HSET', KEYS[1], id, '{"worker":' .. cjson.encode(ARGV[1 + w])
-    .. ',"attempt":0,"node_deaths":0,"seq":' .. string.format('%d', seq) .. ',"enqueued_at":'
-    .. cjson.encode(ARGV[first + 3]) .. ',"state":"' .. state .. '"' .. extra .. '}')
+  -- A node waiting for this worker, if any: its name and the token it armed with.
+  local node, token, prefix = nil, nil, ARGV[#ARGV - 1]
+  local waiting = KEYS[9 + 2 * m + w]
+  if state == 'available' and prefix ~= '' and redis.call('EXISTS', waiting) == 1 then
+    local armed = KEYS[9 + 2 * m]
+    while true do
+      local top = redis.call('ZPOPMIN', waiting)
+      if #top == 0 then break end
+      local arm = redis.call('HGET', armed, top[1])
+      if arm then
+        redis.call('HDEL', armed, top[1])
+        local sp = string.find(arm, ' ', 1, true)
+        if tonumber(string.sub(arm, sp + 1)) > now()
+            and redis.call('ZSCORE', KEYS[6 + 2 * m], top[1]) then
+          node, token = top[1], string.sub(arm, 1, sp - 1)
+          break
+        end
+      end
+    end
+  end
+  local worker = ARGV[1 + w]
+  local head = '{"worker":' .. cjson.encode(worker) .. ',"attempt":'
+  if node then
+    state = 'running'
+    extra = extra .. ',"node":' .. cjson.encode(node) .. ',"token":' .. cjson.encode(token)
+      .. ',"started_at":' .. cjson.encode(fmt(now()))
+    head = head .. '1'
+  else
+    head = head .. '0'
+  end
+  redis.call('HSET', KEYS[1], id, head .. ',"node_deaths":0,"seq":' .. string.format('%d', seq)
+    .. ',"enqueued_at":' .. cjson.encode(ARGV[first + 3]) .. ',"state":"' .. state .. '"'
+    .. extra .. '}')
   redis.call('HSET', KEYS[2], id, ARGV[first + 2])
-  if state == 'scheduled' then
+  if node then
+    local handoff = prefix .. 'handoff:' .. node
+    redis.call('HSET', prefix .. 'claims:' .. node, id, worker)
+    redis.call('SADD', KEYS[7 + 2 * m], node)
+    redis.call('HINCRBY', KEYS[8 + 2 * m], worker, 1)
+    redis.call('RPUSH', handoff, cjson.encode({id, worker, token, ARGV[first + 3], options,
+      string.format('%d', seq)}) .. '\n' .. ARGV[first + 2])
+    redis.call('PEXPIRE', handoff, 600000)
+  elseif state == 'scheduled' then
     redis.call('ZADD', KEYS[4 + 2 * w], run_at, member(seq, id))
   else
     redis.call('ZADD', KEYS[3 + 2 * w], seq, id)
-    if redis.call('EXISTS', KEYS[#KEYS]) == 1 then  -- a read first: DEL is a write
-      redis.call('DEL', KEYS[#KEYS])
+    if redis.call('EXISTS', idle) == 1 then  -- a read first: DEL is a write
+      redis.call('DEL', idle)
       redis.call('PUBLISH', ARGV[#ARGV], '1')
     end
   end
@@ -136,7 +192,7 @@ call_in_chunks('HSET', KEYS[2], payloads)
 for _, key in ipairs(order) do
   call_in_chunks('ZADD', key, zsets[key])
 end
-if woke and redis.call('DEL', KEYS[#KEYS]) == 1 then
+if woke and redis.call('DEL', idle) == 1 then
   redis.call('PUBLISH', ARGV[#ARGV], '1')
 end
 return n

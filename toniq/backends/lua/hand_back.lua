@@ -26,14 +26,7 @@ for a = m + 3, #ARGV, 2 do
   local job = load_job(KEYS[1], id)
   if job and job.state == 'running' and job.token == token and job.node == node
       and queues[job.worker] then
-    job.state = 'available'
-    job.attempt = job.attempt - 1
-    job.node = nil
-    job.token = nil
-    save_job(KEYS[1], id, job)
-    redis.call('ZADD', KEYS[queues[job.worker]], place(job), id)
-    redis.call('HDEL', KEYS[4], id)
-    decr(KEYS[3], job.worker, 1)
+    give_back(KEYS[1], KEYS[4], KEYS[3], KEYS[queues[job.worker]], id, job)
     released = released + 1
   end
 end
