@@ -55,6 +55,11 @@ class NodeStats:
     taken_over: int = 0
 
 
+class _Started(list[ClaimedJob]):
+    """Jobs the I/O thread got handed over and has already had started on the event loop
+    (see Node._wait_then_claim): the claim loop must not start them again."""
+
+
 @dataclass(frozen=True)
 class _LocalJob:
     worker: type[Worker]
@@ -510,8 +515,9 @@ class Node:
                     logger.warning("claiming jobs failed (%s); trying again in %.2fs", exc, delay)
                     await self._sleep_or_wake(delay)
                     continue
-                for job in woken or ():
-                    self._start(job)
+                if not isinstance(woken, _Started):
+                    for job in woken or ():
+                        self._start(job)
                 if not woken or self._any_full(woken, wants):
                     continue  # no wake-up (poll now), or another round at once
             await self._sleep_or_wake(timeout)
@@ -582,8 +588,13 @@ class Node:
                 handed = backend.wait_handoff(self.id, timeout)  # type: ignore[attr-defined]
             if handed:
                 self._armed_for = frozenset()  # the enqueue disarmed it
+                # Started by the loop's next callback, not after the executor's future, the
+                # wait and this coroutine have each taken a turn of the loop (50-100 us).
+                loop = self._loop
+                assert loop is not None
+                loop.call_soon_threadsafe(self._start_handed, handed)
                 # A wake-up that came meanwhile stays set: the loop claims again.
-                return handed
+                return _Started(handed)
             if self._io_interrupted or self._stop_requested:
                 # The loop has other work (a stop, a persist=False job) and may not claim
                 # soon: no job may be handed to a node that does not wait for it.
@@ -600,6 +611,14 @@ class Node:
             return None
         self._armed_for = frozenset()  # every claim disarms
         return backend.claim(self.id, wants, alone=True, suspect_after=suspect_after)
+
+    def _start_handed(self, jobs: list[ClaimedJob]) -> None:
+        """On the loop: start jobs handed over, unless the wait that got them was given up
+        meanwhile (a cancelled serve()): those are claims this node does not know of, which
+        it hands back (_reconcile is set)."""
+        if self._io_waiting:
+            for job in jobs:
+                self._start(job)
 
     async def _disarm(self, *, last: bool = False) -> None:
         await self._call(functools.partial(self._disarm_now, last=last))
