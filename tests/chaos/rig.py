@@ -181,7 +181,7 @@ class Rig:
                     k
                     for k in keys
                     if k not in allowed
-                    and not (k.startswith(EXPIRING_PREFIXES) and c.pttl(PREFIX + k) > 0)
+                    and not (k.startswith(EXPIRING_PREFIXES) and c.pttl(PREFIX + k) != -1)
                 }
             )
             found["claims"] = int(c.scard(PREFIX + "claimers")) + sum(
