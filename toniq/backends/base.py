@@ -8,6 +8,13 @@ clock (on Redis, the server's ``TIME``), never passed in by a caller, so nodes
 with skewed clocks still agree on who is alive.
 
 The contract every backend must pass lives in ``tests/backends/test_contract.py``.
+
+One capability is optional, and only the Redis backend has it: hand-over. A backend whose
+``handoff`` attribute is true also takes ``claim(..., arm=seconds)`` and has
+``handoff_allowed()``, ``wait_handoff(node_id, timeout)``, ``wake_handoff(node_id)`` and
+``disarm(node_id, workers)``; an idle node then blocks in ``wait_handoff`` and gets a job
+enqueued alone already leased to it (see ``toniq.backends.redis`` and docs/redis.md). A
+backend without it is used as before.
 """
 
 from __future__ import annotations
