@@ -564,7 +564,9 @@ def test_an_idle_node_gets_a_job_from_the_enqueue_itself(
             _woken.set()
 
     _woken.clear()
-    url = server.url(queue="hand")
+    # A 60 s timeout lets one wait last the 30 s poll interval, so the job cannot come in
+    # the moment between two waits (it would then come with the next claim, as it should).
+    url = server.url(queue="hand", timeout="60")
     app = toniq.Toniq(url, poll_interval=30.0)
     seen = _ClaimsSeen(app.backend)
     app._backend = seen  # type: ignore[assignment]
