@@ -613,7 +613,7 @@ class RedisBackend:
             if arm is None or not self.handoff:
                 args.append("")
             else:  # as long as wait_handoff waits, and a little more
-                args.append(_num(min(arm, self.timeout * HANDOFF_WAIT_SHARE) + HANDOFF_MARGIN))
+                args.append(_num(self._handoff_wait(arm) + HANDOFF_MARGIN))
             flat = self._run("claim", keys, args)
         claimed: list[tuple[int, ClaimedJob]] = []
         for i in range(0, len(flat), 9):
@@ -701,12 +701,17 @@ class RedisBackend:
         named in advance)."""
         return self._pool is not None
 
+    def _handoff_wait(self, timeout: float) -> float:
+        """How long one :meth:`wait_handoff` asked for ``timeout`` blocks: its reply must
+        come before the socket times out."""
+        return min(timeout, self.timeout * HANDOFF_WAIT_SHARE)
+
     def wait_handoff(self, node_id: str, timeout: float) -> list[ClaimedJob] | None:
         """Block (at most ``timeout`` seconds) until a job is handed to this node, armed by
         its last :meth:`claim`: ``[job]``, leased to the node as a claim would; ``[]`` for a
         wake-up (:meth:`wake_handoff`: claim now); None if nothing came."""
         with self._guard("wait for a job"):
-            wait = max(0.001, min(timeout, self.timeout * HANDOFF_WAIT_SHARE))
+            wait = max(0.001, self._handoff_wait(timeout))
             command: tuple[Any, ...] = ("BLPOP", self._handoff(node_id), _num(wait))
             reply = self._roundtrip(pack_command(command))
         if reply is None:

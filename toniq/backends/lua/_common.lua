@@ -140,6 +140,28 @@ local function forget_empty_claims(claimers, claims, node)
   end
 end
 
+-- Empty a node's hand-over list (P:handoff:<node>, see enqueue.lua): the jobs on it still
+-- RUNNING under that node and the token they were handed with, each as {id, record, token,
+-- payload}; wake-up markers and stale entries are dropped. EXISTS first: a user whose ACL
+-- predates hand-over (no LRANGE) can still claim.
+local function take_handed(handoff, jobs, node)
+  local out = {}
+  if redis.call('EXISTS', handoff) == 0 then return out end
+  local handed = redis.call('LRANGE', handoff, 0, -1)
+  redis.call('DEL', handoff)
+  for _, msg in ipairs(handed) do
+    local nl = string.find(msg, '\n', 1, true)
+    if nl then
+      local head = cjson.decode(string.sub(msg, 1, nl - 1))
+      local job = load_job(jobs, head[1])
+      if job and job.state == 'running' and job.node == node and job.token == head[3] then
+        out[#out + 1] = {head[1], job, head[3], string.sub(msg, nl + 1)}
+      end
+    end
+  end
+  return out
+end
+
 -- Give a RUNNING job (its decoded record) back as AVAILABLE, as if never claimed: its
 -- attempt back, out of its node's claim set, at its own place in its worker's FIFO.
 local function give_back(jobs, claims, running, available, id, job)

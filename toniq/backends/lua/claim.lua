@@ -54,32 +54,18 @@ local armed, handoff = KEYS[6 + 2 * m + 1], KEYS[6 + 2 * m + 2]
 -- Disarm, then take the jobs handed over since the last claim.
 redis.call('HDEL', armed, node)
 local taken = {}
--- EXISTS first: a user whose ACL predates hand-over (no LRANGE) can still claim.
-local handed = {}
-if redis.call('EXISTS', handoff) == 1 then handed = redis.call('LRANGE', handoff, 0, -1) end
-if #handed > 0 then
-  redis.call('DEL', handoff)
-  for _, msg in ipairs(handed) do
-    local nl = string.find(msg, '\n', 1, true)
-    if nl then
-      local head = cjson.decode(string.sub(msg, 1, nl - 1))
-      local id, handed_token = head[1], head[3]
-      local job = load_job(KEYS[2], id)
-      if job and job.state == 'running' and job.node == node and job.token == handed_token then
-        local n = #out
-        out[n + 1] = id
-        out[n + 2] = job.worker
-        out[n + 3] = string.sub(msg, nl + 1)
-        out[n + 4] = job.attempt
-        out[n + 5] = job.enqueued_at
-        out[n + 6] = job.options or ''
-        out[n + 7] = job.seq
-        out[n + 8] = 0
-        out[n + 9] = handed_token
-        taken[job.worker] = (taken[job.worker] or 0) + 1
-      end
-    end
-  end
+for _, h in ipairs(take_handed(handoff, KEYS[2], node)) do
+  local id, job, n = h[1], h[2], #out
+  out[n + 1] = id
+  out[n + 2] = job.worker
+  out[n + 3] = h[4]
+  out[n + 4] = job.attempt
+  out[n + 5] = job.enqueued_at
+  out[n + 6] = job.options or ''
+  out[n + 7] = job.seq
+  out[n + 8] = 0
+  out[n + 9] = h[3]
+  taken[job.worker] = (taken[job.worker] or 0) + 1
 end
 if #out > 0 then alone = false end  -- a suspect runs alone
 

@@ -26,23 +26,16 @@ redis.call('HDEL', KEYS[1], node)
 for i = 1, m do
   redis.call('ZREM', KEYS[6 + 2 * i], node)
 end
-if redis.call('EXISTS', KEYS[2]) == 0 then
+local handed = take_handed(KEYS[2], KEYS[3], node)
+if #handed == 0 then
   return 0
 end
-local handed = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('DEL', KEYS[2])
 local released = 0
-for _, msg in ipairs(handed) do
-  local nl = string.find(msg, '\n', 1, true)
-  if nl then
-    local head = cjson.decode(string.sub(msg, 1, nl - 1))
-    local id = head[1]
-    local job = load_job(KEYS[3], id)
-    if job and job.state == 'running' and job.node == node and job.token == head[3]
-        and queues[job.worker] then
-      give_back(KEYS[3], KEYS[6], KEYS[5], KEYS[queues[job.worker]], id, job)
-      released = released + 1
-    end
+for _, h in ipairs(handed) do
+  local id, job = h[1], h[2]
+  if queues[job.worker] then
+    give_back(KEYS[3], KEYS[6], KEYS[5], KEYS[queues[job.worker]], id, job)
+    released = released + 1
   end
 end
 forget_empty_claims(KEYS[4], KEYS[6], node)
