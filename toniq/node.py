@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from toniq.errors import StoreError, ToniqError
 from toniq.events import EventKind, JobEvent, emit
-from toniq.job import CANNOT_RUN, ClaimedJob, JobError, NodeInfo, Outcome
+from toniq.job import CANNOT_RUN, AckReport, ClaimedJob, JobError, NodeInfo, Outcome
 from toniq.retries import log_failure, retries_for, retry_delay
 from toniq.serialization import open_payload
 from toniq.signing import Keyring
@@ -140,8 +140,17 @@ class Node:
         self._io_interrupted = False
         self._handoff = False
         # The workers this node is armed for (a hand-over may come for each): set by a claim
-        # with "arm" that found nothing, emptied by a claim, a hand-over or a disarm.
+        # with "arm" that found nothing, emptied by a claim, the last hand-over of the arming
+        # or a disarm. The arming takes up to _arm_full jobs (_arm_slots are left) until
+        # _arm_until (monotonic); while it holds, the node waits for them even when busy, and
+        # claims again (which re-arms in the same step) once half of either is used up.
         self._armed_for: frozenset[str] = frozenset()
+        self._arm_slots = 0
+        self._arm_full = 0
+        self._arm_until = 0.0
+        self._arm_wait = 0.0
+        self._skip_claim = False  # the next pass waits for hand-overs without claiming
+        self._drainers = 0  # drain() calls waiting: they need claim passes (see drain)
         self._pushers: list[threading.Thread] = []  # see _unblock_io
 
     # -- public control ------------------------------------------------------------------
@@ -236,15 +245,20 @@ class Node:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = self._passes + 1
-        self._wake_now()
-        with self._cond:
-            while self._idle_through < target:
-                if self._stopped.is_set():
-                    return
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"node {self.id} still had jobs after {timeout}s")
-                self._cond.wait(remaining if remaining is None else min(remaining, 0.5))
+            self._drainers += 1  # every pass claims meanwhile, even while armed
+        try:
+            self._wake_now()
+            with self._cond:
+                while self._idle_through < target:
+                    if self._stopped.is_set():
+                        return
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(f"node {self.id} still had jobs after {timeout}s")
+                    self._cond.wait(remaining if remaining is None else min(remaining, 0.5))
+        finally:
+            with self._cond:
+                self._drainers -= 1
 
     def wake(self) -> None:
         """Look for jobs now rather than at the next poll (thread-safe)."""
@@ -350,6 +364,9 @@ class Node:
         self._workers = self._resolve_workers()
         self._pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="toniq-job")
         self._io = ThreadPoolExecutor(1, thread_name_prefix="toniq-io")
+        # Acks go on a thread of their own where the I/O thread may block waiting for a
+        # hand-over while jobs run (Redis): an ack must not wait for that wait to end.
+        self._ack_io = ThreadPoolExecutor(1, thread_name_prefix="toniq-ack")
         backend = self.backend
         maintenance: threading.Thread | None = None
         unwatch: Callable[[], None] | None = None
@@ -381,6 +398,7 @@ class Node:
             self._stopped.set()
             self._pool.shutdown(wait=False)
             self._io.shutdown(wait=False)
+            self._ack_io.shutdown(wait=False)
             if not self._started.is_set():
                 self._start_error = exc
                 self._started.set()
@@ -405,6 +423,7 @@ class Node:
             self.app._detach(self)
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._io.shutdown(wait=True)
+            self._ack_io.shutdown(wait=True)
             self._stopped.set()
             with self._cond:
                 self._cond.notify_all()
@@ -439,6 +458,12 @@ class Node:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._io, functools.partial(fn, *args))
 
+    async def _call_ack(self, backend: Backend, outcomes: list[Outcome]) -> AckReport:
+        if not self._handoff:
+            return await self._call(backend.ack, self.id, outcomes)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._ack_io, backend.ack, self.id, outcomes)
+
     async def _claim_loop(self, burst: bool) -> None:
         backend = self.backend
         failures = 0
@@ -446,6 +471,9 @@ class Node:
             with self._cond:
                 self._passes += 1
                 this_pass = self._passes
+                # Only a pass that claims may tell drain() that nothing is left.
+                skip = self._skip_claim and not self._wake.is_set() and not self._drainers
+            self._skip_claim = False
             self._wake.clear()
             self._start_local_jobs()
             claimed: list[ClaimedJob] = []
@@ -457,26 +485,19 @@ class Node:
                     await self._disarm()
                 except Exception as exc:
                     logger.warning("could not stop jobs being handed to this node: %s", exc)
-            if wants:
+            skip = skip and self._still_armed()
+            if wants and not skip:
                 assert backend is not None
                 if self._reconcile:
                     await self._hand_back_ghosts()  # before claiming: they are claimable again
-                options: dict[str, Any] = {}
-                if self._handoff and self._idle() and not burst and not self._reconcile:
-                    # If it finds nothing, the wait below may get a job from the enqueue.
-                    options["arm"] = self.settings.poll_interval
                 try:
                     claimed = await self._call(
-                        functools.partial(
-                            backend.claim,
-                            alone=not self._tasks and not self._local,
-                            suspect_after=max(1, self.settings.max_node_deaths - 1),
-                            **options,
-                        ),
-                        self.id,
+                        self._claim,
+                        backend,
                         wants,
+                        not self._tasks and not self._local,
+                        self._handoff and not burst and not self._reconcile,
                     )
-                    self._armed_for = frozenset(wants) if options and not claimed else frozenset()
                     failures = 0
                 except Exception as exc:
                     failures += 1
@@ -490,7 +511,8 @@ class Node:
                 for job in claimed:
                     self._start(job)
             if (
-                not claimed
+                not skip
+                and not claimed
                 and not self._tasks
                 and not self._local
                 and not self._outcomes
@@ -504,7 +526,10 @@ class Node:
             if claimed and self._any_full(claimed, wants):
                 continue  # more may be waiting: ask again at once
             timeout = self.settings.poll_interval if backend is not None else None
-            if wants and not claimed and self._idle() and not self._reconcile:
+            armed = self._handoff and bool(self._armed_for)
+            if wants and not claimed and (self._idle() or armed) and not self._reconcile:
+                if armed:  # the arming's wait is the rest of its time
+                    timeout = max(0.001, self._arm_until - time.monotonic())
                 try:
                     woken = await self._claim_when_woken(wants, timeout)
                     failures = 0
@@ -515,12 +540,60 @@ class Node:
                     logger.warning("claiming jobs failed (%s); trying again in %.2fs", exc, delay)
                     await self._sleep_or_wake(delay)
                     continue
-                if not isinstance(woken, _Started):
-                    for job in woken or ():
-                        self._start(job)
+                if isinstance(woken, _Started) or (woken == [] and self._armed_for):
+                    # Handed a job (already started), or claimed nothing and armed again:
+                    # wait for the next hand-over, without a claim while the arming holds.
+                    self._skip_claim = True
+                    continue
+                for job in woken or ():
+                    self._start(job)
                 if not woken or self._any_full(woken, wants):
                     continue  # no wake-up (poll now), or another round at once
             await self._sleep_or_wake(timeout)
+
+    def _claim(
+        self, backend: Backend, wants: dict[str, int], alone: bool, arm: bool
+    ) -> list[ClaimedJob]:
+        """On the I/O thread: claim; with ``arm`` (hand-over), a claim that leases nothing
+        also arms the node for as many jobs as its fullest worker has room for."""
+        suspect_after = max(1, self.settings.max_node_deaths - 1)
+        if not arm:
+            self._armed_for = frozenset()  # every claim disarms
+            return backend.claim(self.id, wants, alone=alone, suspect_after=suspect_after)
+        poll = self.settings.poll_interval
+        slots = min(wants.values())
+        began = time.monotonic()
+        try:
+            claimed = backend.claim(
+                self.id,
+                wants,
+                alone=alone,
+                suspect_after=suspect_after,
+                arm=poll,
+                slots=slots,  # type: ignore[call-arg]
+            )
+        except BaseException:
+            self._armed_for = frozenset()  # the claim may have disarmed it
+            raise
+        # _armed_for is set only now (the claim disarms and arms again in one step): an ack
+        # meanwhile must not wake the loop for a claim that this one already is.
+        self._armed_for = frozenset()
+        if not claimed:
+            self._arm_wait = backend.handoff_wait(poll)  # type: ignore[attr-defined]
+            self._arm_until = began + self._arm_wait
+            self._arm_slots = self._arm_full = slots
+            self._armed_for = frozenset(wants)
+        return claimed
+
+    def _still_armed(self) -> bool:
+        """Whether the arming may serve another wait without a claim: less than half of its
+        slots and of its time used (a claim then arms again in the same step, so no job
+        enqueued meanwhile misses the node)."""
+        return (
+            bool(self._armed_for)
+            and self._arm_slots * 2 > self._arm_full
+            and time.monotonic() < self._arm_until - self._arm_wait / 2
+        )
 
     def _idle(self) -> bool:
         return not self._tasks and not self._local and not self._outcomes and not self._acking
@@ -531,9 +604,10 @@ class Node:
         """An idle node waits for a wake-up on its I/O thread, which then claims at once:
         the claim starts one thread hop after the wake-up instead of three (wake-up thread
         -> event loop -> I/O thread). Where the store hands jobs over (Redis), the I/O
-        thread blocks on the store instead, and a job enqueued alone comes with the wake-up,
-        already leased: no claim at all. None if nothing woke it within ``timeout``, or if
-        the event loop needed it back (a stop, a persist=False job)."""
+        thread blocks on the store instead, also while jobs run if the node is armed, and a
+        job enqueued alone comes with the wake-up, already leased: no claim at all. None if
+        nothing woke it within ``timeout``, or if the event loop needed it back (a stop, a
+        persist=False job, a slot opened for a worker it is not armed for)."""
         backend = self.backend
         assert backend is not None
         self._io_wake.clear()
@@ -543,7 +617,7 @@ class Node:
             self._wait_then_claim,
             backend,
             wants,
-            max(1, self.settings.max_node_deaths - 1),
+            not self._tasks and not self._local,
             timeout,
         )
         future = asyncio.get_running_loop().run_in_executor(self._io, call)
@@ -575,7 +649,7 @@ class Node:
                 self._wake.set()
 
     def _wait_then_claim(
-        self, backend: Backend, wants: dict[str, int], suspect_after: int, timeout: float | None
+        self, backend: Backend, wants: dict[str, int], alone: bool, timeout: float | None
     ) -> list[ClaimedJob] | None:
         """On the I/O thread: see :meth:`_claim_when_woken`. Where the store hands jobs
         over, the wait is on the store: a job handed over (leased to this node by the
@@ -587,7 +661,9 @@ class Node:
             else:
                 handed = backend.wait_handoff(self.id, timeout)  # type: ignore[attr-defined]
             if handed:
-                self._armed_for = frozenset()  # the enqueue disarmed it
+                self._arm_slots -= len(handed)
+                if self._arm_slots <= 0:
+                    self._armed_for = frozenset()  # the enqueue disarmed it
                 # Started by the loop's next callback, not after the executor's future, the
                 # wait and this coroutine have each taken a turn of the loop (50-100 us).
                 loop = self._loop
@@ -609,8 +685,7 @@ class Node:
             self._io_wake.clear()  # a wake-up from now on asks for another claim
         if self._io_interrupted or self._stop_requested:
             return None
-        self._armed_for = frozenset()  # every claim disarms
-        return backend.claim(self.id, wants, alone=True, suspect_after=suspect_after)
+        return self._claim(backend, wants, alone, self._handoff)
 
     def _start_handed(self, jobs: list[ClaimedJob]) -> None:
         """On the loop: start jobs handed over, unless the wait that got them was given up
@@ -742,8 +817,13 @@ class Node:
             self._running[cls.worker_name] -= 1
             if not cls.is_async:
                 self._running_sync -= 1
-            if cls.worker_options.max_concurrency is not None or not cls.is_async or self._local:
-                self._wake.set()  # a slot opened: claim for it now rather than at the next poll
+            limited = cls.worker_options.max_concurrency is not None or not cls.is_async
+            armed = self._io_waiting and cls.worker_name in self._armed_for
+            if (limited and not armed) or self._local:
+                # A slot opened: claim for it now rather than at the next poll. Not for a
+                # worker the node is armed for: its jobs are handed over, up to the slots
+                # armed, and the next claim arms for the room there is then.
+                self._wake.set()
 
     async def _perform(
         self,
@@ -910,7 +990,7 @@ class Node:
             self._acking = True
             self._acks_in_flight = {(o.id, o.token) for o, _, _ in batch}
             try:
-                report = await self._call(backend.ack, self.id, [o for o, _, _ in batch])
+                report = await self._call_ack(backend, [o for o, _, _ in batch])
             except Exception as exc:
                 failures += 1
                 if self._closing and failures > 5:
@@ -943,8 +1023,10 @@ class Node:
             for outcome, event, cls in batch:
                 if outcome.id not in rejected:
                     self._emit(event, cls)
-        if not self._tasks:
-            self._wake.set()  # maybe idle now: let the claim loop notice (drain, burst)
+        if not self._tasks and (not self._armed_for or self._drainers):
+            # Maybe idle now: let the claim loop notice (drain, burst). Not while it waits
+            # armed for a hand-over (never in burst): waking it would cost a claim per job.
+            self._wake.set()
 
     async def _shutdown(self, ack_task: asyncio.Task[None]) -> None:
         tasks = list(self._tasks)

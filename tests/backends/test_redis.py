@@ -4,22 +4,27 @@ passwords and TLS, failing fast when Redis is away, and take-over's two phases."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from redis.crc import key_slot
 
+import toniq
 from tests.redis_server import RedisServer
 from toniq.backends import from_url
 from toniq.backends.redis import RedisBackend, parse_url, script_source
 from toniq.errors import ConfigurationError, EnqueueError, StoreError
 from toniq.job import HELD, NODE_LOST, JobError, JobState, NewJob, NodeInfo, Outcome
 from toniq.serialization import dumps_unsigned as dumps
+from toniq.serialization import make_job
 
 W = "redis.W"
 
@@ -551,43 +556,83 @@ class _ClaimsSeen:
         return list(got)
 
 
-def test_an_idle_node_gets_a_job_from_the_enqueue_itself(
-    server: RedisServer, client: redis.Redis
-) -> None:
-    """An idle node waits on its hand-over list; a job enqueued alone (from any process) is
-    leased to it by the enqueue script and pushed there: no wake-up, no claim round trip."""
-    import toniq
-    from toniq.serialization import make_job
-
-    class Handed(toniq.Worker, name="redis.Handed"):
-        async def perform(self) -> None:
-            _woken.set()
-
-    _woken.clear()
-    # A 60 s timeout lets one wait last the 30 s poll interval, so the job cannot come in
-    # the moment between two waits (it would then come with the next claim, as it should).
-    url = server.url(queue="hand", timeout="60")
+@contextlib.contextmanager
+def _armed_node(
+    server: RedisServer, client: redis.Redis, queue: str, worker: type[Any]
+) -> Iterator[tuple[toniq.Node, _ClaimsSeen, RedisBackend]]:
+    """A node of ``worker`` that has armed (it waits for a hand-over), its claims as
+    recorded, and a second backend to enqueue from "another process"."""
+    # A 60 s timeout lets one wait last the 30 s poll interval, so a job cannot come in the
+    # moment between two waits (it would then come with the next claim, as it should).
+    url = server.url(queue=queue, timeout="60")
     app = toniq.Toniq(url, poll_interval=30.0)
     seen = _ClaimsSeen(app.backend)
     app._backend = seen  # type: ignore[assignment]
     elsewhere = RedisBackend(url)
     try:
-        with toniq.Node(app, workers=[Handed]) as node:
+        with toniq.Node(app, workers=[worker]) as node:
             node.drain()
             deadline = time.monotonic() + 10
-            while not client.hexists("toniq:{hand}:armed", node.id):
+            while not client.hexists(f"toniq:{{{queue}}}:armed", node.id):
                 assert time.monotonic() < deadline, "the node never armed"
-            elsewhere.enqueue([make_job(app.keyring, "redis.Handed", job_id="h1")])
-            assert _woken.wait(10), "the job handed over did not run"
-            node.drain()
-            assert "h1" not in seen.claimed  # it came from the enqueue, not from a claim
-            assert app.backend.get_job("h1") is None  # done and acknowledged
-        # Disarmed on stop: nothing of hand-over is left.
-        assert not client.keys("toniq:{hand}:handoff:*")
-        assert not client.exists("toniq:{hand}:armed", "toniq:{hand}:waiting:redis.Handed")
+            yield node, seen, elsewhere
     finally:
         elsewhere.close()
         app.close()
+
+
+class _Handed(toniq.Worker, name="redis.Handed"):
+    async def perform(self) -> None:
+        _woken.set()
+
+
+def test_an_idle_node_gets_a_job_from_the_enqueue_itself(
+    server: RedisServer, client: redis.Redis
+) -> None:
+    """An idle node waits on its hand-over list; a job enqueued alone (from any process) is
+    leased to it by the enqueue script and pushed there: no wake-up, no claim round trip."""
+    _woken.clear()
+    with _armed_node(server, client, "hand", _Handed) as (node, seen, elsewhere):
+        elsewhere.enqueue([make_job(node.app.keyring, "redis.Handed", job_id="h1")])
+        assert _woken.wait(10), "the job handed over did not run"
+        node.drain()
+        assert "h1" not in seen.claimed  # it came from the enqueue, not from a claim
+        assert elsewhere.get_job("h1") is None  # done and acknowledged
+    # Disarmed on stop: nothing of hand-over is left.
+    assert not client.keys("toniq:{hand}:handoff:*")
+    assert not client.exists("toniq:{hand}:armed", "toniq:{hand}:waiting:redis.Handed")
+
+
+_started: dict[str, threading.Event] = {}
+_release = threading.Event()
+
+
+class _Held(toniq.Worker, name="redis.Held"):
+    async def perform(self, name: str) -> None:
+        _started[name].set()
+        await asyncio.get_running_loop().run_in_executor(None, _release.wait, 10)
+
+
+def test_a_busy_node_stays_armed_for_the_room_it_has(
+    server: RedisServer, client: redis.Redis
+) -> None:
+    """A node running a job handed over keeps waiting for the next: a job enqueued while
+    the first runs is handed over too, and both run at once (no claim for either)."""
+    _started.update(h1=threading.Event(), h2=threading.Event())
+    _release.clear()
+    try:
+        with _armed_node(server, client, "busy", _Held) as (node, seen, elsewhere):
+            for name in ("h1", "h2"):
+                job = make_job(node.app.keyring, "redis.Held", (name,), job_id=name)
+                elsewhere.enqueue([job])
+                assert _started[name].wait(10), f"{name} did not start"
+            assert not _release.is_set()  # h1 still runs: h2 came while the node was busy
+            assert seen.claimed == []  # both came from the enqueue
+            _release.set()
+            node.drain()
+            assert elsewhere.get_job("h1") is None and elsewhere.get_job("h2") is None
+    finally:
+        _release.set()
 
 
 def test_a_job_handed_over_is_leased_as_a_claim_would(backend: RedisBackend) -> None:
@@ -610,6 +655,45 @@ def test_a_job_handed_over_is_leased_as_a_claim_would(backend: RedisBackend) -> 
     assert backend.wait_handoff(n1, 0.01) is None
     report = backend.ack(n1, [Outcome(job.id, handed.token, W)])
     assert report.rejected == () and backend.get_job(job.id) is None
+
+
+def test_an_arming_takes_as_many_jobs_as_its_slots_and_armed_nodes_take_turns(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    n1, n2 = node(backend, "n1"), node(backend, "n2")
+    assert backend.claim(n1, {W: 5}, arm=1.0, slots=2) == []
+    assert backend.claim(n2, {W: 5}, arm=1.0, slots=1) == []
+    jobs = new(4)
+    for job in jobs:
+        backend.enqueue([job])
+    # n1 armed first, then n2; n1 is still armed after its first job and waits behind n2.
+    holders = []
+    for job in jobs:
+        record = backend.get_job(job.id)
+        assert record is not None
+        holders.append(record.node if record.state is JobState.RUNNING else None)
+    assert holders == [n1, n2, n1, None]
+    assert backend.counts()[W]["available"] == 1
+    assert [j.id for j in backend.wait_handoff(n1, 1.0) or []] == [jobs[0].id]
+    assert [j.id for j in backend.wait_handoff(n1, 1.0) or []] == [jobs[2].id]
+    assert [j.id for j in backend.wait_handoff(n2, 1.0) or []] == [jobs[1].id]
+    assert not client.hexists("toniq:{q}:armed", n1)  # both used every slot
+    assert not client.hexists("toniq:{q}:armed", n2)
+
+
+def test_an_arming_written_without_slots_takes_one_job(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    """As a claim.lua from before slots wrote it (a node of an older release)."""
+    n1 = node(backend)
+    backend.claim(n1, {W: 5}, arm=1.0, slots=3)
+    token, until, _ = client.hget("toniq:{q}:armed", n1).decode().split()  # type: ignore[union-attr]
+    client.hset("toniq:{q}:armed", n1, f"{token} {until}")
+    jobs = new(2)
+    for job in jobs:
+        backend.enqueue([job])
+    states = [backend.get_job(job.id).state for job in jobs]  # type: ignore[union-attr]
+    assert states == [JobState.RUNNING, JobState.AVAILABLE]
 
 
 def test_a_job_handed_over_after_the_wait_ended_comes_with_the_next_claim(

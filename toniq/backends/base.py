@@ -10,11 +10,11 @@ with skewed clocks still agree on who is alive.
 The contract every backend must pass lives in ``tests/backends/test_contract.py``.
 
 One capability is optional, and only the Redis backend has it: hand-over. A backend whose
-``handoff`` attribute is true also takes ``claim(..., arm=seconds)`` and has
-``handoff_allowed()``, ``wait_handoff(node_id, timeout)``, ``wake_handoff(node_id)`` and
-``disarm(node_id, workers)``; an idle node then blocks in ``wait_handoff`` and gets a job
-enqueued alone already leased to it (see ``toniq.backends.redis`` and docs/redis.md). A
-backend without it is used as before.
+``handoff`` attribute is true also takes ``claim(..., arm=seconds, slots=n)`` and has
+``handoff_allowed()``, ``handoff_wait(timeout)``, ``wait_handoff(node_id, timeout)``,
+``wake_handoff(node_id)`` and ``disarm(node_id, workers)``; a node with room then blocks in
+``wait_handoff`` and gets up to ``n`` jobs enqueued alone already leased to it (see
+``toniq.backends.redis`` and docs/redis.md). A backend without it is used as before.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ job to; no hand-over on a Redis Cluster)::
     P:idle               string   set (30 s at most) by a claim that found nothing; the next
                                   enqueue deletes it and publishes on the channel P:wake, which
                                   every node subscribes to, so idle nodes claim at once
-    P:armed              hash  node -> "<token> <until>": idle nodes waiting for a job
+    P:armed              hash  node -> "<token> <until> <slots>": nodes waiting for jobs
                                handed over by the enqueue itself (see lua/claim.lua)
     P:waiting:<w>        zset  armed nodes with room for worker w -> time armed
     P:handoff:<node>     list  jobs handed to that node: JSON head, newline, payload
@@ -576,13 +576,14 @@ class RedisBackend:
         alone: bool = False,
         suspect_after: int = 2,
         arm: float | None = None,
+        slots: int = 1,
     ) -> list[ClaimedJob]:
         """See :meth:`toniq.backends.Backend.claim`. ``arm`` (seconds; only where
         :attr:`handoff` is true): if nothing is leased, arm the node for that long, so the
-        next job of one of these workers enqueued alone is leased to it by the enqueue itself
-        and pushed to :meth:`wait_handoff` (see ``lua/claim.lua``). Every claim disarms
-        first, and returns the jobs handed over since the last one that the node did not
-        take with :meth:`wait_handoff`."""
+        next ``slots`` jobs of these workers enqueued alone are leased to it by the enqueue
+        itself and pushed to :meth:`wait_handoff` (see ``lua/claim.lua``). Every claim
+        disarms first, and returns the jobs handed over since the last one that the node did
+        not take with :meth:`wait_handoff`."""
         with self._guard("claim"):
             wanted = [(worker, n) for worker, n in wants.items() if n > 0]
             if not wanted:
@@ -613,7 +614,7 @@ class RedisBackend:
             if arm is None or not self.handoff:
                 args.append("")
             else:  # as long as wait_handoff waits, and a little more
-                args.append(_num(self._handoff_wait(arm) + HANDOFF_MARGIN))
+                args.append(f"{_num(self.handoff_wait(arm) + HANDOFF_MARGIN)} {max(1, slots)}")
             flat = self._run("claim", keys, args)
         claimed: list[tuple[int, ClaimedJob]] = []
         for i in range(0, len(flat), 9):
@@ -701,9 +702,10 @@ class RedisBackend:
         named in advance)."""
         return self._pool is not None
 
-    def _handoff_wait(self, timeout: float) -> float:
-        """How long one :meth:`wait_handoff` asked for ``timeout`` blocks: its reply must
-        come before the socket times out."""
+    def handoff_wait(self, timeout: float) -> float:
+        """How long one :meth:`wait_handoff` asked for ``timeout`` blocks, and how long a
+        claim with ``arm=timeout`` arms the node for (plus a margin): its reply must come
+        before the socket times out."""
         return min(timeout, self.timeout * HANDOFF_WAIT_SHARE)
 
     def wait_handoff(self, node_id: str, timeout: float) -> list[ClaimedJob] | None:
@@ -711,7 +713,7 @@ class RedisBackend:
         its last :meth:`claim`: ``[job]``, leased to the node as a claim would; ``[]`` for a
         wake-up (:meth:`wake_handoff`: claim now); None if nothing came."""
         with self._guard("wait for a job"):
-            wait = max(0.001, self._handoff_wait(timeout))
+            wait = max(0.001, self.handoff_wait(timeout))
             command: tuple[Any, ...] = ("BLPOP", self._handoff(node_id), _num(wait))
             reply = self._roundtrip(pack_command(command))
         if reply is None:

@@ -8,7 +8,7 @@
 -- KEYS[6]  P:claims:<node>         hash  id -> worker, the jobs this node holds
 -- KEYS[6 + 2i - 1]  P:available:<worker i>  zset id -> node_deaths * 2^44 + seq
 -- KEYS[6 + 2i]      P:scheduled:<worker i>  zset member(seq, id) -> run_at
--- KEYS[6 + 2m + 1]  P:armed                 hash  node -> "<token> <until>": nodes waiting
+-- KEYS[6 + 2m + 1]  P:armed                 hash  node -> "<token> <until> <slots>": nodes waiting
 --                                          for a job handed over (see enqueue.lua)
 -- KEYS[6 + 2m + 2]  P:handoff:<node>        list  the jobs enqueue.lua handed this node
 -- KEYS[6 + 2m + 2 + i]  P:waiting:<worker i>  zset node -> time armed
@@ -20,8 +20,9 @@
 -- ARGV[5]  suspect_after: a job whose node died under it this many times is a suspect
 -- ARGV[6]  "1" if the node runs nothing (it may take a suspect), else "0"
 -- then 2 per worker (i = 1 .. m): name, how many jobs wanted (> 0)
--- last     arm: "" or seconds; if this claim leases nothing, the node waits for a hand-over
---          (blocked on P:handoff:<node>) for at most that long
+-- last     arm: "" or "<seconds> <slots>"; if this claim leases nothing, the node waits for
+--          up to that many jobs handed over (blocked on P:handoff:<node>), for at most that
+--          long
 --
 -- Nothing is claimed unless the node is registered. For each worker, due SCHEDULED jobs
 -- (run_at <= the server's now) become AVAILABLE at their place (see place() in
@@ -30,10 +31,11 @@
 -- are leased: RUNNING, attempt + 1, node, token, started_at.
 -- A claim that leases nothing sets P:idle (for 30 s at most: a node that died idle must not
 -- leave it forever) so that the next enqueue publishes a wake-up (see enqueue.lua); with
--- "arm", it also arms the node: P:armed holds its token until now + arm, and it joins
--- P:waiting of each worker asked for (both keys expire a second after that), so the next
--- enqueue of one of them leases that job to it and pushes it on P:handoff:<node>, where the
--- node waits (BLPOP): no claim round trip.
+-- "arm", it also arms the node: P:armed holds its token, now + arm and the slots, and it
+-- joins P:waiting of each worker asked for (both keys expire a second after that), so the
+-- next enqueues of them (up to <slots> jobs) lease each job to it and push it on
+-- P:handoff:<node>, where the node waits (BLPOP), also while it runs the jobs handed
+-- before: no claim round trip.
 -- Every claim first disarms the node and takes what is left on P:handoff:<node> (a job
 -- handed over after the node stopped waiting): each is returned if it is still RUNNING
 -- under this node and the token it was handed with; wake-up markers ("~") are dropped.
@@ -184,11 +186,12 @@ if #out > 0 then
   redis.call('SADD', KEYS[4], node)
 else
   redis.call('SET', KEYS[#KEYS], '1', 'PX', 30000)
-  if ARGV[#ARGV] ~= '' then
+  local arm, slots = string.match(ARGV[#ARGV], '^(%S+) (%d+)$')
+  if arm then
     -- The keys expire a second after the arming: a node that died armed leaves nothing.
-    local arm = tonumber(ARGV[#ARGV])
+    arm = tonumber(arm)
     local ttl = math.ceil((arm + 1) * 1000)
-    redis.call('HSET', armed, node, token .. ' ' .. fmt(t + arm))
+    redis.call('HSET', armed, node, token .. ' ' .. fmt(t + arm) .. ' ' .. slots)
     redis.call('PEXPIRE', armed, ttl)
     for i = 1, m do
       redis.call('ZADD', KEYS[6 + 2 * m + 2 + i], t, node)

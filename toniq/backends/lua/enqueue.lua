@@ -10,7 +10,7 @@
 -- KEYS[4 + 2m + 2]  P:nodes       zset  node -> last heartbeat
 -- KEYS[4 + 2m + 3]  P:claimers    set   of nodes whose claim set is not empty
 -- KEYS[4 + 2m + 4]  P:count:running  hash  worker -> RUNNING jobs
--- KEYS[4 + 2m + 5]  P:armed       hash  node -> "<token> <until>" (see claim.lua)
+-- KEYS[4 + 2m + 5]  P:armed       hash  node -> "<token> <until> <slots>" (see claim.lua)
 -- KEYS[4 + 2m + 5 + i]  P:waiting:<worker i>  zset node -> time armed
 -- and, only when a job is handed over (the one exception to "every key is in KEYS": the
 -- node is picked here; both keys carry the queue's hash tag, and there is no hand-over on
@@ -34,7 +34,8 @@
 -- claim.lua), is still registered and its arming has not run out, the job is leased to it
 -- here, as claim.lua would (RUNNING, attempt 1, node, the armed token, started_at), and
 -- pushed on P:handoff:<node> as a JSON head [id, worker, token, enqueued_at, options, seq],
--- a newline, then the payload; the node is disarmed, and nothing is published. Entries of
+-- a newline, then the payload; nothing is published. The node's arming loses a slot (at
+-- the last one it is disarmed) and the node goes to the end of P:waiting:<worker>. Entries of
 -- P:waiting whose node is no longer armed are dropped on the way. The list expires after
 -- 10 minutes (a node that died with it: its jobs are in P:claims and are taken over).
 -- Returns the number of jobs stored.
@@ -72,13 +73,23 @@ if n == 1 then
       if #top == 0 then break end
       local arm = redis.call('HGET', armed, top[1])
       if arm then
-        redis.call('HDEL', armed, top[1])
-        local sp = string.find(arm, ' ', 1, true)
-        if tonumber(string.sub(arm, sp + 1)) > now()
-            and redis.call('ZSCORE', KEYS[6 + 2 * m], top[1]) then
-          node, token = top[1], string.sub(arm, 1, sp - 1)
+        -- "<token> <until> <slots>"; an arming without slots (an older claim.lua) has one.
+        local tok, untl, slots = string.match(arm, '^(%S+) (%S+) ?(%d*)$')
+        local t = now()
+        if tonumber(untl) > t and redis.call('ZSCORE', KEYS[6 + 2 * m], top[1]) then
+          node, token = top[1], tok
+          slots = tonumber(slots) or 1
+          if slots > 1 then
+            -- Still armed with one slot fewer; last in line, so that armed nodes take
+            -- turns.
+            redis.call('HSET', armed, node, tok .. ' ' .. untl .. ' ' .. (slots - 1))
+            redis.call('ZADD', waiting, t, node)
+          else
+            redis.call('HDEL', armed, node)
+          end
           break
         end
+        redis.call('HDEL', armed, top[1])
       end
     end
   end
