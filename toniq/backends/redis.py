@@ -738,12 +738,19 @@ class RedisBackend:
 
     def handoff_allowed(self) -> bool:
         """Whether this Redis user may wait for jobs handed over: False if its ACL refuses
-        ``BLPOP`` (a rule written before hand-over); raises :class:`StoreError` if Redis
-        does not answer."""
+        ``RPUSH``, ``PEXPIRE`` or ``BLPOP`` (a rule written before hand-over); raises
+        :class:`StoreError` if Redis does not answer."""
         with self._guard("check the commands of hand-over"):
-            command: tuple[Any, ...] = ("BLPOP", self.key("handoff:probe"), "0.001")
+            # On a list that is not empty BLPOP answers at once: on an empty one even a 1 ms
+            # timeout lasts until the server's next cron tick (100 ms at hz 10), which every
+            # node start would wait for. The key is this probe's own, gone once popped.
+            probe = self.key(f"handoff:probe:{secrets.token_hex(4)}")
+            pipe = self._pipe()
+            pipe.rpush(probe, WAKE_MARK)
+            pipe.pexpire(probe, HANDOFF_TTL_MS)
+            pipe.blpop([probe], 0.001)
             try:
-                self._roundtrip(pack_command(command))
+                pipe.execute()
             except redis.exceptions.NoPermissionError:
                 return False
         return True
