@@ -132,7 +132,7 @@ def test_enqueue_node_failure_and_retry_through_tls_and_the_acl_user(
 
 
 #: The commands of the documented rule that only hand-over uses (see docs/redis.md).
-HAND_OVER = {"+zpopmin", "+rpush", "+lrange", "+blpop", "+pexpire"}
+HAND_OVER = {"+rpush", "+lrange", "+blpop", "+pexpire"}
 
 
 def test_a_user_whose_acl_predates_hand_over_still_gets_its_jobs_run(

@@ -571,6 +571,7 @@ class Node:
                 suspect_after=suspect_after,
                 arm=poll,
                 slots=slots,  # type: ignore[call-arg]
+                others=list(self._workers),
             )
         except BaseException:
             self._armed_for = frozenset()  # the claim may have disarmed it
@@ -1029,6 +1030,13 @@ class Node:
             self._wake.set()
 
     async def _shutdown(self, ack_task: asyncio.Task[None]) -> None:
+        if self._handoff and self.backend is not None:
+            # Before the grace period: the loop may have left while armed (a stop that came
+            # with a hand-over); nothing more may be handed to a stopping node.
+            try:
+                await self._disarm()
+            except Exception as exc:
+                logger.warning("could not stop jobs being handed to this node: %s", exc)
         tasks = list(self._tasks)
         if tasks and not self._force:
             logger.info(

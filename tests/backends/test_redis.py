@@ -27,6 +27,7 @@ from toniq.serialization import dumps_unsigned as dumps
 from toniq.serialization import make_job
 
 W = "redis.W"
+V = "redis.V"
 
 
 @pytest.fixture(scope="module")
@@ -558,7 +559,11 @@ class _ClaimsSeen:
 
 @contextlib.contextmanager
 def _armed_node(
-    server: RedisServer, client: redis.Redis, queue: str, worker: type[Any]
+    server: RedisServer,
+    client: redis.Redis,
+    queue: str,
+    worker: type[Any],
+    node_class: type[toniq.Node] = toniq.Node,
 ) -> Iterator[tuple[toniq.Node, _ClaimsSeen, RedisBackend]]:
     """A node of ``worker`` that has armed (it waits for a hand-over), its claims as
     recorded, and a second backend to enqueue from "another process"."""
@@ -570,7 +575,7 @@ def _armed_node(
     app._backend = seen  # type: ignore[assignment]
     elsewhere = RedisBackend(url)
     try:
-        with toniq.Node(app, workers=[worker]) as node:
+        with node_class(app, workers=[worker]) as node:
             node.drain()
             deadline = time.monotonic() + 10
             while not client.hexists(f"toniq:{{{queue}}}:armed", node.id):
@@ -635,6 +640,40 @@ def test_a_busy_node_stays_armed_for_the_room_it_has(
         _release.set()
 
 
+class _StopsWhenHanded(toniq.Node):
+    """Told to stop just as its first hand-over lands (a SIGTERM at that moment)."""
+
+    def _start_handed(self, jobs: list[Any]) -> None:
+        super()._start_handed(jobs)
+        self._begin_stop()
+
+
+def test_a_stopping_node_is_handed_nothing_while_its_jobs_finish(
+    server: RedisServer, client: redis.Redis
+) -> None:
+    """A stop disarms the node before the grace period, not after it: a job enqueued while
+    the node's last jobs finish waits in the queue for another node."""
+    _started.update(h1=threading.Event())
+    _release.clear()
+    try:
+        with _armed_node(server, client, "stopping", _Held, _StopsWhenHanded) as (
+            node,
+            _,
+            elsewhere,
+        ):
+            elsewhere.enqueue([make_job(node.app.keyring, "redis.Held", ("h1",), job_id="h1")])
+            assert _started["h1"].wait(10), "h1 did not start"
+            deadline = time.monotonic() + 5  # the grace period is 10 s, h1 runs until released
+            while client.hexists("toniq:{stopping}:armed", node.id):
+                assert time.monotonic() < deadline, "the stopping node stayed armed"
+            elsewhere.enqueue([make_job(node.app.keyring, "redis.Held", ("h2",), job_id="h2")])
+            record = elsewhere.get_job("h2")
+            assert record is not None and record.state is JobState.AVAILABLE
+            _release.set()
+    finally:
+        _release.set()
+
+
 def test_a_job_handed_over_is_leased_as_a_claim_would(backend: RedisBackend) -> None:
     n1 = node(backend)
     assert backend.claim(n1, {W: 5}, arm=1.0) == []  # nothing: armed
@@ -681,14 +720,38 @@ def test_an_arming_takes_as_many_jobs_as_its_slots_and_armed_nodes_take_turns(
     assert not client.hexists("toniq:{q}:armed", n2)
 
 
+def test_an_arming_leaves_the_waiting_sets_of_workers_without_room(
+    backend: RedisBackend,
+) -> None:
+    """A node armed for W and V, then (V full) armed for W only, is never handed a V job."""
+    n1 = node(backend)
+    assert backend.claim(n1, {W: 5, V: 5}, arm=1.0, slots=5) == []
+    assert backend.claim(n1, {W: 5}, arm=1.0, slots=5, others=[W, V]) == []
+    [job] = new(1, worker=V)
+    backend.enqueue([job])
+    record = backend.get_job(job.id)
+    assert record is not None and record.state is JobState.AVAILABLE
+
+
+def test_a_waiting_set_keeps_its_expiry_while_a_node_takes_turns(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    n1 = node(backend)
+    backend.claim(n1, {W: 5}, arm=1.0, slots=3)
+    backend.enqueue(new(1))  # handed over; n1 stays armed, alone in the set
+    assert client.zscore("toniq:{q}:waiting:" + W, n1) is not None
+    assert 0 < client.pttl("toniq:{q}:waiting:" + W) <= 2200  # a dead node leaves nothing
+
+
 def test_an_arming_written_without_slots_takes_one_job(
     backend: RedisBackend, client: redis.Redis
 ) -> None:
     """As a claim.lua from before slots wrote it (a node of an older release)."""
     n1 = node(backend)
     backend.claim(n1, {W: 5}, arm=1.0, slots=3)
-    token, until, _ = client.hget("toniq:{q}:armed", n1).decode().split()  # type: ignore[union-attr]
-    client.hset("toniq:{q}:armed", n1, f"{token} {until}")
+    _token, until = client.hget("toniq:{q}:armed", n1).decode().split()  # type: ignore[union-attr]
+    assert float(until) > 0  # "<token> <until>", as an enqueue.lua from before slots reads it
+    client.hdel("toniq:{q}:armed", f"{n1}#slots")
     jobs = new(2)
     for job in jobs:
         backend.enqueue([job])

@@ -30,8 +30,9 @@ job to; no hand-over on a Redis Cluster)::
     P:idle               string   set (30 s at most) by a claim that found nothing; the next
                                   enqueue deletes it and publishes on the channel P:wake, which
                                   every node subscribes to, so idle nodes claim at once
-    P:armed              hash  node -> "<token> <until> <slots>": nodes waiting for jobs
-                               handed over by the enqueue itself (see lua/claim.lua)
+    P:armed              hash  node -> "<token> <until>" and "<node>#slots" -> "<token>
+                               <slots>": nodes waiting for jobs handed over by the
+                               enqueue itself, and how many more (see lua/claim.lua)
     P:waiting:<w>        zset  armed nodes with room for worker w -> time armed
     P:handoff:<node>     list  jobs handed to that node: JSON head, newline, payload
     P:rate               hash  "<second % 64>:<worker>" -> "<second> <done> <errors>": runs
@@ -577,13 +578,15 @@ class RedisBackend:
         suspect_after: int = 2,
         arm: float | None = None,
         slots: int = 1,
+        others: Sequence[str] = (),
     ) -> list[ClaimedJob]:
         """See :meth:`toniq.backends.Backend.claim`. ``arm`` (seconds; only where
         :attr:`handoff` is true): if nothing is leased, arm the node for that long, so the
         next ``slots`` jobs of these workers enqueued alone are leased to it by the enqueue
         itself and pushed to :meth:`wait_handoff` (see ``lua/claim.lua``). Every claim
         disarms first, and returns the jobs handed over since the last one that the node did
-        not take with :meth:`wait_handoff`."""
+        not take with :meth:`wait_handoff`. ``others``: the node's other workers, whose
+        ``P:waiting`` it leaves (no room for them now)."""
         with self._guard("claim"):
             wanted = [(worker, n) for worker, n in wants.items() if n > 0]
             if not wanted:
@@ -610,6 +613,8 @@ class RedisBackend:
                 args += [worker, n]
             keys += [self.key("armed"), self._handoff(node_id)]
             keys += [self._waiting(worker) for worker, _ in wanted]
+            # The node's other workers (no room now): it leaves their P:waiting.
+            keys += [self._waiting(worker) for worker in others if worker not in wants]
             keys.append(self.key("idle"))
             if arm is None or not self.handoff:
                 args.append("")

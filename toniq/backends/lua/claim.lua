@@ -8,11 +8,13 @@
 -- KEYS[6]  P:claims:<node>         hash  id -> worker, the jobs this node holds
 -- KEYS[6 + 2i - 1]  P:available:<worker i>  zset id -> node_deaths * 2^44 + seq
 -- KEYS[6 + 2i]      P:scheduled:<worker i>  zset member(seq, id) -> run_at
--- KEYS[6 + 2m + 1]  P:armed                 hash  node -> "<token> <until> <slots>": nodes waiting
+-- KEYS[6 + 2m + 1]  P:armed                 hash  node -> "<token> <until>" and
+--                                          "<node>#slots" -> "<token> <slots>": nodes waiting
 --                                          for a job handed over (see enqueue.lua)
 -- KEYS[6 + 2m + 2]  P:handoff:<node>        list  the jobs enqueue.lua handed this node
 -- KEYS[6 + 2m + 2 + i]  P:waiting:<worker i>  zset node -> time armed
--- KEYS[6 + 3m + 3]  P:idle                  string, set while some node waits for work
+-- then     P:waiting:<w> of each of the node's other workers (no room now): it leaves them
+-- last     P:idle                  string, set while some node waits for work
 --
 -- ARGV[1]  the node id          ARGV[2]  the claim's token (fresh per call)
 -- ARGV[3]  m, workers asked for ARGV[4]  how many due SCHEDULED jobs to promote per worker
@@ -31,7 +33,7 @@
 -- are leased: RUNNING, attempt + 1, node, token, started_at.
 -- A claim that leases nothing sets P:idle (for 30 s at most: a node that died idle must not
 -- leave it forever) so that the next enqueue publishes a wake-up (see enqueue.lua); with
--- "arm", it also arms the node: P:armed holds its token, now + arm and the slots, and it
+-- "arm", it also arms the node: P:armed holds its token, now + arm and its slots, and it
 -- joins P:waiting of each worker asked for (both keys expire a second after that), so the
 -- next enqueues of them (up to <slots> jobs) lease each job to it and push it on
 -- P:handoff:<node>, where the node waits (BLPOP), also while it runs the jobs handed
@@ -54,7 +56,12 @@ local running = {}
 local armed, handoff = KEYS[6 + 2 * m + 1], KEYS[6 + 2 * m + 2]
 
 -- Disarm, then take the jobs handed over since the last claim.
-redis.call('HDEL', armed, node)
+redis.call('HDEL', armed, node, node .. '#slots')
+-- P:waiting of the node's workers not asked for (KEYS between the asked ones and P:idle):
+-- an entry left there by an earlier arming must not hand it a job it has no room for.
+for k = 6 + 3 * m + 3, #KEYS - 1 do
+  redis.call('ZREM', KEYS[k], node)
+end
 local taken = {}
 for _, h in ipairs(take_handed(handoff, KEYS[2], node)) do
   local id, job, n = h[1], h[2], #out
@@ -191,7 +198,9 @@ else
     -- The keys expire a second after the arming: a node that died armed leaves nothing.
     arm = tonumber(arm)
     local ttl = math.ceil((arm + 1) * 1000)
-    redis.call('HSET', armed, node, token .. ' ' .. fmt(t + arm) .. ' ' .. slots)
+    -- The slots apart: an enqueue.lua from before them reads "<token> <until>".
+    redis.call('HSET', armed, node, token .. ' ' .. fmt(t + arm), node .. '#slots',
+      token .. ' ' .. slots)
     redis.call('PEXPIRE', armed, ttl)
     for i = 1, m do
       redis.call('ZADD', KEYS[6 + 2 * m + 2 + i], t, node)

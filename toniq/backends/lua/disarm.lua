@@ -1,7 +1,7 @@
 -- disarm.lua: a node stops waiting for jobs handed over (its wait was cut short, or it is
 -- stopping); the jobs handed to it that it never took go back to AVAILABLE.
 --
--- KEYS[1]  P:armed             hash  node -> "<token> <until>" (see claim.lua)
+-- KEYS[1]  P:armed             hash  node -> "<token> <until>", "<node>#slots" (see claim.lua)
 -- KEYS[2]  P:handoff:<node>    list  the jobs enqueue.lua handed this node
 -- KEYS[3]  P:jobs              hash  id -> record (JSON)
 -- KEYS[4]  P:claimers          set   of nodes whose claim set is not empty
@@ -22,7 +22,7 @@
 local node = ARGV[1]
 local m = #ARGV - 1
 local queues = worker_keys(2, m, 6, 2)
-redis.call('HDEL', KEYS[1], node)
+redis.call('HDEL', KEYS[1], node, node .. '#slots')
 for i = 1, m do
   redis.call('ZREM', KEYS[6 + 2 * i], node)
 end

@@ -10,7 +10,8 @@
 -- KEYS[4 + 2m + 2]  P:nodes       zset  node -> last heartbeat
 -- KEYS[4 + 2m + 3]  P:claimers    set   of nodes whose claim set is not empty
 -- KEYS[4 + 2m + 4]  P:count:running  hash  worker -> RUNNING jobs
--- KEYS[4 + 2m + 5]  P:armed       hash  node -> "<token> <until> <slots>" (see claim.lua)
+-- KEYS[4 + 2m + 5]  P:armed       hash  node -> "<token> <until>", "<node>#slots" ->
+--                                  "<token> <slots>" (see claim.lua)
 -- KEYS[4 + 2m + 5 + i]  P:waiting:<worker i>  zset node -> time armed
 -- and, only when a job is handed over (the one exception to "every key is in KEYS": the
 -- node is picked here; both keys carry the queue's hash tag, and there is no hand-over on
@@ -68,29 +69,37 @@ if n == 1 then
   local waiting = KEYS[9 + 2 * m + w]
   if state == 'available' and prefix ~= '' and redis.call('EXISTS', waiting) == 1 then
     local armed = KEYS[9 + 2 * m]
+    -- Peek rather than pop: the set keeps its expiry while the node stays in it.
     while true do
-      local top = redis.call('ZPOPMIN', waiting)
+      local top = redis.call('ZRANGE', waiting, 0, 0)
       if #top == 0 then break end
-      local arm = redis.call('HGET', armed, top[1])
-      if arm then
-        -- "<token> <until> <slots>"; an arming without slots (an older claim.lua) has one.
-        local tok, untl, slots = string.match(arm, '^(%S+) (%S+) ?(%d*)$')
-        local t = now()
-        if tonumber(untl) > t and redis.call('ZSCORE', KEYS[6 + 2 * m], top[1]) then
-          node, token = top[1], tok
-          slots = tonumber(slots) or 1
-          if slots > 1 then
-            -- Still armed with one slot fewer; last in line, so that armed nodes take
-            -- turns.
-            redis.call('HSET', armed, node, tok .. ' ' .. untl .. ' ' .. (slots - 1))
-            redis.call('ZADD', waiting, t, node)
-          else
-            redis.call('HDEL', armed, node)
+      local cand = top[1]
+      local arm = redis.call('HGET', armed, cand)
+      local sp = arm and string.find(arm, ' ', 1, true)
+      local t = now()
+      if sp and tonumber(string.sub(arm, sp + 1)) > t
+          and redis.call('ZSCORE', KEYS[6 + 2 * m], cand) then
+        node, token = cand, string.sub(arm, 1, sp - 1)
+        -- Its slots, "<token> <slots>" under "<node>#slots"; none (a claim.lua from before
+        -- slots), or another arming's: this job is its last.
+        local left, slots = 0, redis.call('HGET', armed, cand .. '#slots')
+        if slots then
+          local s = string.find(slots, ' ', 1, true)
+          if s and string.sub(slots, 1, s - 1) == token then
+            left = tonumber(string.sub(slots, s + 1)) - 1
           end
-          break
         end
-        redis.call('HDEL', armed, top[1])
+        if left > 0 then
+          redis.call('HSET', armed, cand .. '#slots', token .. ' ' .. left)
+          redis.call('ZADD', waiting, t, cand)  -- last in line: armed nodes take turns
+        else
+          redis.call('HDEL', armed, cand, cand .. '#slots')
+          redis.call('ZREM', waiting, cand)
+        end
+        break
       end
+      redis.call('ZREM', waiting, cand)  -- not armed any more (ran out, or left)
+      if arm then redis.call('HDEL', armed, cand, cand .. '#slots') end
     end
   end
   local worker = ARGV[1 + w]
