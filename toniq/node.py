@@ -143,7 +143,8 @@ class Node:
         # with "arm" that found nothing, emptied by a claim, the last hand-over of the arming
         # or a disarm. The arming takes up to _arm_full jobs (_arm_slots are left) until
         # _arm_until (monotonic); while it holds, the node waits for them even when busy, and
-        # claims again (which re-arms in the same step) once half of either is used up.
+        # claims again (which re-arms in the same step) once half its slots or nearly all its
+        # time are used up (see _still_armed).
         self._armed_for: frozenset[str] = frozenset()
         self._arm_slots = 0
         self._arm_full = 0
@@ -529,7 +530,8 @@ class Node:
             armed = self._handoff and bool(self._armed_for)
             if wants and not claimed and (self._idle() or armed) and not self._reconcile:
                 if armed:  # the arming's wait is the rest of its time
-                    timeout = max(0.001, self._arm_until - time.monotonic())
+                    left = self._arm_until - time.monotonic()
+                    timeout = max(0.001, min(self._arm_wait, left))
                 try:
                     woken = await self._claim_when_woken(wants, timeout)
                     failures = 0
@@ -581,19 +583,24 @@ class Node:
         self._armed_for = frozenset()
         if not claimed:
             self._arm_wait = backend.handoff_wait(poll)  # type: ignore[attr-defined]
-            self._arm_until = began + self._arm_wait
+            # Redis keeps the arming a margin beyond the wait: a node handed a job at the end
+            # of a long idle wait may still use it, rather than claim just as the next job
+            # comes. A quarter of the margin: a wait may end late (Redis ends blocking
+            # waits at its next event, up to 100 ms later when idle).
+            lasts = backend.handoff_lasts(poll)  # type: ignore[attr-defined]
+            self._arm_until = began + self._arm_wait + (lasts - self._arm_wait) / 4
             self._arm_slots = self._arm_full = slots
             self._armed_for = frozenset(wants)
         return claimed
 
     def _still_armed(self) -> bool:
         """Whether the arming may serve another wait without a claim: less than half of its
-        slots and of its time used (a claim then arms again in the same step, so no job
-        enqueued meanwhile misses the node)."""
+        slots and nine tenths of its time used (a claim then arms again in the same step, so
+        no job enqueued meanwhile misses the node)."""
         return (
             bool(self._armed_for)
             and self._arm_slots * 2 > self._arm_full
-            and time.monotonic() < self._arm_until - self._arm_wait / 2
+            and time.monotonic() < self._arm_until - self._arm_wait / 10
         )
 
     def _idle(self) -> bool:

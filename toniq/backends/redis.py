@@ -618,8 +618,8 @@ class RedisBackend:
             keys.append(self.key("idle"))
             if arm is None or not self.handoff:
                 args.append("")
-            else:  # as long as wait_handoff waits, and a little more
-                args.append(f"{_num(self.handoff_wait(arm) + HANDOFF_MARGIN)} {max(1, slots)}")
+            else:
+                args.append(f"{_num(self.handoff_lasts(arm))} {max(1, slots)}")
             flat = self._run("claim", keys, args)
         claimed: list[tuple[int, ClaimedJob]] = []
         for i in range(0, len(flat), 9):
@@ -708,10 +708,14 @@ class RedisBackend:
         return self._pool is not None
 
     def handoff_wait(self, timeout: float) -> float:
-        """How long one :meth:`wait_handoff` asked for ``timeout`` blocks, and how long a
-        claim with ``arm=timeout`` arms the node for (plus a margin): its reply must come
-        before the socket times out."""
+        """How long one :meth:`wait_handoff` asked for ``timeout`` blocks: its reply must
+        come before the socket times out."""
         return min(timeout, self.timeout * HANDOFF_WAIT_SHARE)
+
+    def handoff_lasts(self, timeout: float) -> float:
+        """How long a claim with ``arm=timeout`` arms the node for: as long as one
+        :meth:`wait_handoff` waits, and a little more (the reply is on its way)."""
+        return self.handoff_wait(timeout) + HANDOFF_MARGIN
 
     def wait_handoff(self, node_id: str, timeout: float) -> list[ClaimedJob] | None:
         """Block (at most ``timeout`` seconds) until a job is handed to this node, armed by
