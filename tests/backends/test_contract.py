@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -267,6 +268,39 @@ def test_enqueue_is_all_or_nothing(backend: Backend) -> None:
         backend.enqueue(jobs[1:] + jobs[:1])  # the last one is a duplicate id
     assert backend.get_job(jobs[1].id) is None and backend.get_job(jobs[2].id) is None
     assert backend.counts() == {W: {"available": 1}}
+
+
+def shared(n: int, run_at: float | None = None, **options: Any) -> list[NewJob]:
+    """Jobs as enqueue_many makes them: one worker, one enqueued_at, run_at and options."""
+    now, stamp = time.time(), time.monotonic_ns()
+    return [
+        NewJob(f"shared-{stamp}-{i}", W, dumps((i,), {}), now, run_at, options) for i in range(n)
+    ]
+
+
+def test_a_batch_sharing_its_times_and_options(backend: Backend) -> None:
+    """enqueue_many's form (on Redis a script path of its own): stored in order, with the
+    shared fields; all or nothing on a duplicate id, in the batch or already stored."""
+    jobs = shared(3, timeout=2.5)
+    backend.enqueue(jobs)
+    for job in jobs:
+        record = backend.get_job(job.id)
+        assert record is not None and record.state is JobState.AVAILABLE
+        assert record.enqueued_at == job.enqueued_at and record.options == {"timeout": 2.5}
+    claimed = backend.claim(node(backend), {W: 3})
+    assert [c.id for c in claimed] == [j.id for j in jobs]
+    assert [c.payload for c in claimed] == [j.payload for j in jobs]
+    twice = shared(2)
+    for bad in (twice + twice[:1], shared(1) + jobs[:1]):
+        with pytest.raises(EnqueueError):
+            backend.enqueue(bad)
+        assert backend.get_job(bad[0].id) is None
+    later, held = shared(2, run_at=time.time() + 3600), shared(2, run_at=HELD)
+    backend.enqueue(later)
+    backend.enqueue(held)
+    scheduled = backend.jobs(JobState.SCHEDULED)
+    assert [r.id for r in scheduled] == [j.id for j in later + held]
+    assert [r.held for r in scheduled] == [False, False, True, True]
 
 
 def test_scheduled_jobs_wait_for_their_time(backend: Backend) -> None:

@@ -545,29 +545,53 @@ class RedisBackend:
                     keys += [self._available(worker), self._scheduled(worker)]
                 keys += [self.key(k) for k in self._ENQUEUE_TAIL]
                 keys += [self._waiting(worker) for worker in workers]
-            args: list[Any] = [len(workers), *workers]
+            first = jobs[0]
+            shared = (first.enqueued_at, first.run_at, first.options)
+            args: list[Any]
+            if (
+                len(jobs) > 1
+                and len(workers) == 1
+                and all((j.enqueued_at, j.run_at, j.options) == shared for j in jobs)
+            ):
+                # A batch from enqueue_many: its jobs share their times and options, sent
+                # once (see enqueue.lua).
+                args = ["=", first.worker, *self._times(first)]
+                for job in jobs:
+                    args += [job.id, job.payload]
+                args += ["", self.key("wake")]
+                self._enqueue_script(keys, args)
+                return
+            args = [len(workers), *workers]
             # A batch from enqueue_many shares its times and options: format each once.
             last: tuple[float, float | None, dict[str, Any]] | None = None
             times: tuple[str, str, str] = ("", "", "")
             for job in jobs:
                 if last is None or (job.enqueued_at, job.run_at, job.options) != last:
                     last = (job.enqueued_at, job.run_at, job.options)
-                    times = (
-                        _num(job.enqueued_at),
-                        "" if job.run_at is None else _num(job.run_at),
-                        json.dumps(job.options) if job.options else "",
-                    )
+                    times = self._times(job)
                 args += [job.id, index[job.worker], job.payload, *times]
             # One job may be handed straight to a waiting node (see enqueue.lua).
             args += [self.prefix if self.handoff and len(jobs) == 1 else "", self.key("wake")]
-            try:
-                self._run("enqueue", keys, args)
-            except redis.ResponseError as exc:
-                if str(exc).startswith("TONIQ_DUPLICATE"):
-                    raise EnqueueError(
-                        f"duplicate job id: {str(exc).removeprefix('TONIQ_DUPLICATE ')}"
-                    ) from exc
-                raise
+            self._enqueue_script(keys, args)
+
+    @staticmethod
+    def _times(job: NewJob) -> tuple[str, str, str]:
+        """enqueued_at, run_at and options as enqueue.lua takes them."""
+        return (
+            _num(job.enqueued_at),
+            "" if job.run_at is None else _num(job.run_at),
+            json.dumps(job.options) if job.options else "",
+        )
+
+    def _enqueue_script(self, keys: list[str], args: list[Any]) -> None:
+        try:
+            self._run("enqueue", keys, args)
+        except redis.ResponseError as exc:
+            if str(exc).startswith("TONIQ_DUPLICATE"):
+                raise EnqueueError(
+                    f"duplicate job id: {str(exc).removeprefix('TONIQ_DUPLICATE ')}"
+                ) from exc
+            raise
 
     def claim(
         self,
