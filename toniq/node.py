@@ -149,7 +149,8 @@ class Node:
         self._arm_slots = 0
         self._arm_full = 0
         self._arm_until = 0.0
-        self._arm_wait = 0.0
+        self._arm_wait = 0.0  # how long one wait for a hand-over lasts (set at start)
+        self._arm_extra = 0.0  # the part of the store's margin the node counts as its own
         self._skip_claim = False  # the next pass waits for hand-overs without claiming
         self._drainers = 0  # drain() calls waiting: they need claim passes (see drain)
         self._pushers: list[threading.Thread] = []  # see _unblock_io
@@ -385,6 +386,15 @@ class Node:
                 self._server_id = await self._call(backend.server_id)
                 if getattr(backend, "handoff", False):
                     self._handoff = await self._call(self._handoff_allowed, backend)
+                if self._handoff:
+                    poll = self.settings.poll_interval
+                    self._arm_wait = backend.handoff_wait(poll)  # type: ignore[attr-defined]
+                    # Redis keeps an arming a margin beyond the wait: a node handed a job at
+                    # the end of a long idle wait may still use it, rather than claim just as
+                    # the next job comes. A quarter of the margin: a wait may end late (Redis
+                    # ends blocking waits at its next event, up to 100 ms later when idle).
+                    lasts = backend.handoff_lasts(poll)  # type: ignore[attr-defined]
+                    self._arm_extra = (lasts - self._arm_wait) / 4
                 unwatch = backend.watch(self._wake_now)
                 logger.info(
                     "toniq node %s started on %s with workers: %s",
@@ -482,10 +492,7 @@ class Node:
             if self._armed_for and not self._armed_for <= wants.keys():
                 # Some worker has no room left (persist=False jobs took it) and this pass
                 # may not claim: stop jobs being handed over, give back any that were.
-                try:
-                    await self._disarm()
-                except Exception as exc:
-                    logger.warning("could not stop jobs being handed to this node: %s", exc)
+                await self._disarm()
             skip = skip and self._still_armed()
             if wants and not skip:
                 assert backend is not None
@@ -557,12 +564,11 @@ class Node:
         self, backend: Backend, wants: dict[str, int], alone: bool, arm: bool
     ) -> list[ClaimedJob]:
         """On the I/O thread: claim; with ``arm`` (hand-over), a claim that leases nothing
-        also arms the node for as many jobs as its fullest worker has room for."""
+        also arms the node for as many jobs as the smallest room among its workers."""
         suspect_after = max(1, self.settings.max_node_deaths - 1)
         if not arm:
             self._armed_for = frozenset()  # every claim disarms
             return backend.claim(self.id, wants, alone=alone, suspect_after=suspect_after)
-        poll = self.settings.poll_interval
         slots = min(wants.values())
         began = time.monotonic()
         try:
@@ -571,7 +577,7 @@ class Node:
                 wants,
                 alone=alone,
                 suspect_after=suspect_after,
-                arm=poll,
+                arm=self.settings.poll_interval,
                 slots=slots,  # type: ignore[call-arg]
                 others=list(self._workers),
             )
@@ -582,13 +588,7 @@ class Node:
         # meanwhile must not wake the loop for a claim that this one already is.
         self._armed_for = frozenset()
         if not claimed:
-            self._arm_wait = backend.handoff_wait(poll)  # type: ignore[attr-defined]
-            # Redis keeps the arming a margin beyond the wait: a node handed a job at the end
-            # of a long idle wait may still use it, rather than claim just as the next job
-            # comes. A quarter of the margin: a wait may end late (Redis ends blocking
-            # waits at its next event, up to 100 ms later when idle).
-            lasts = backend.handoff_lasts(poll)  # type: ignore[attr-defined]
-            self._arm_until = began + self._arm_wait + (lasts - self._arm_wait) / 4
+            self._arm_until = began + self._arm_wait + self._arm_extra
             self._arm_slots = self._arm_full = slots
             self._armed_for = frozenset(wants)
         return claimed
@@ -704,7 +704,12 @@ class Node:
                 self._start(job)
 
     async def _disarm(self, *, last: bool = False) -> None:
-        await self._call(functools.partial(self._disarm_now, last=last))
+        """:meth:`_disarm_now` from the loop; a store that fails is only logged (the arming
+        runs out by itself, and a claim disarms too)."""
+        try:
+            await self._call(functools.partial(self._disarm_now, last=last))
+        except Exception as exc:
+            logger.warning("could not stop jobs being handed to this node: %s", exc)
 
     def _disarm_now(self, *, last: bool = False) -> None:
         """On the I/O thread: no more jobs handed over to this node until it arms again;
@@ -1040,10 +1045,7 @@ class Node:
         if self._handoff and self.backend is not None:
             # Before the grace period: the loop may have left while armed (a stop that came
             # with a hand-over); nothing more may be handed to a stopping node.
-            try:
-                await self._disarm()
-            except Exception as exc:
-                logger.warning("could not stop jobs being handed to this node: %s", exc)
+            await self._disarm()
         tasks = list(self._tasks)
         if tasks and not self._force:
             logger.info(
@@ -1068,11 +1070,8 @@ class Node:
         held = [(c.id, c.token) for _, c in unfinished if c is not None]
         backend = self.backend
         if self._handoff and backend is not None:
-            try:
-                # Jobs handed over that this node never took go back (in the same step).
-                await self._disarm(last=True)
-            except Exception as exc:
-                logger.warning("could not stop jobs being handed to this node: %s", exc)
+            # Jobs handed over that this node never took go back (in the same step).
+            await self._disarm(last=True)
         if held and backend is not None:
             try:
                 released = await self._call(backend.hand_back, self.id, held)

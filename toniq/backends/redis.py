@@ -778,9 +778,7 @@ class RedisBackend:
             # timeout lasts until the server's next cron tick (100 ms at hz 10), which every
             # node start would wait for. The key is this probe's own, gone once popped.
             probe = self.key(f"handoff:probe:{secrets.token_hex(4)}")
-            pipe = self._pipe()
-            pipe.rpush(probe, WAKE_MARK)
-            pipe.pexpire(probe, HANDOFF_TTL_MS)
+            pipe = self._push_mark(probe)
             pipe.blpop([probe], 0.001)
             try:
                 pipe.execute()
@@ -792,10 +790,15 @@ class RedisBackend:
         """End a node's :meth:`wait_handoff` now (it returns ``[]``); a marker pushed when
         the node is not waiting is dropped by its next claim, or expires."""
         with self._guard("wake a node"):
-            pipe = self._pipe()
-            pipe.rpush(self._handoff(node_id), WAKE_MARK)
-            pipe.pexpire(self._handoff(node_id), HANDOFF_TTL_MS)
-            pipe.execute()
+            self._push_mark(self._handoff(node_id)).execute()
+
+    def _push_mark(self, key: str) -> Pipeline | ClusterPipeline:
+        """A pipeline that pushes a wake-up marker on the list ``key`` and renews its expiry
+        (as enqueue.lua's pushes do): nothing is left if no one pops it."""
+        pipe = self._pipe()
+        pipe.rpush(key, WAKE_MARK)
+        pipe.pexpire(key, HANDOFF_TTL_MS)
+        return pipe
 
     def disarm(self, node_id: str, workers: Sequence[str]) -> int:
         """Stop handing jobs to this node (of these, its workers); the jobs handed over
