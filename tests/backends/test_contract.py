@@ -146,6 +146,54 @@ def test_ack_with_a_wrong_token_is_rejected(backend: Backend) -> None:
     assert record is not None and record.state is JobState.RUNNING
 
 
+def test_an_ack_counts_only_with_the_claims_own_token(backend: Backend) -> None:
+    jobs = new(n=2)
+    backend.enqueue(jobs)
+    n = node(backend)
+    c, d = backend.claim(n, {W: 2})
+    for token in (c.token[:-1], c.token + "0", d.token[::-1]):  # a part, more, another
+        report = backend.ack(n, [Outcome(c.id, token, W)])
+        assert report.accepted == 0 and report.rejected == (c.id,), token
+    record = backend.get_job(c.id)
+    assert record is not None and record.state is JobState.RUNNING and record.node == n
+    assert backend.ack(n, [Outcome(c.id, c.token, W)]).accepted == 1
+    error = JobError.reason(CANNOT_RUN, "no", attempt=1, node=n)
+    assert backend.ack(n, [Outcome(d.id, d.token, W, error)]).accepted == 1
+    record = backend.get_job(d.id)
+    assert record is not None and record.state is JobState.FAILED
+    assert backend.counts() == {W: {"done": 1, "failed": 1}}
+
+
+def test_a_claim_reads_every_kind_of_record_alike(backend: Backend) -> None:
+    """Jobs with and without options, with an odd worker name, and one that ran before:
+    claimed, they carry the same fields, and their records read back RUNNING."""
+    odd = 'contract."odd" \\ wörker'
+    plain = NewJob("plain", W, dumps((1,), {}), 1_712_345_678.123_456_7)
+    timed = NewJob("timed", W, dumps((2,), {}), 1_712_345_678.5, None, {"timeout": 2.5})
+    oddly = NewJob("oddly", odd, dumps((3,), {}), 1_712_345_679.25)
+    backend.enqueue([plain, timed, oddly])
+    n = node(backend, workers=(W, odd))
+    first, second = backend.claim(n, {W: 2})
+    (third,) = backend.claim(n, {odd: 1})
+    got = [(c.id, c.worker, c.attempt, c.enqueued_at, c.options) for c in (first, second, third)]
+    assert got == [
+        ("plain", W, 1, plain.enqueued_at, {}),
+        ("timed", W, 1, timed.enqueued_at, {"timeout": 2.5}),
+        ("oddly", odd, 1, oddly.enqueued_at, {}),
+    ]
+    for c in (first, second, third):
+        record = backend.get_job(c.id)
+        assert record is not None and record.state is JobState.RUNNING and record.node == n
+        assert record.attempt == 1 and record.worker == c.worker and record.started_at
+    # Retried at once, the plain job is claimed again as its second attempt.
+    error = JobError.reason(CANNOT_RUN, "again", attempt=1, node=n)
+    backend.ack(n, [Outcome(first.id, first.token, W, error, 0.0)])
+    (again,) = backend.claim(n, {W: 1})
+    assert (again.id, again.attempt, again.enqueued_at) == ("plain", 2, plain.enqueued_at)
+    report = backend.ack(n, [Outcome(c.id, c.token, c.worker) for c in (again, second, third)])
+    assert report.accepted == 3 and report.rejected == ()
+
+
 def test_hand_back_returns_jobs_at_once(backend: Backend) -> None:
     jobs = new(n=2)
     backend.enqueue(jobs)

@@ -259,6 +259,40 @@ def test_big_batches_in_one_script(backend: RedisBackend) -> None:
     assert backend.counts() == {W: {"available": 5_000, "done": 15_000}}
 
 
+def test_an_ack_counts_only_from_the_node_and_for_the_worker_of_the_claim(
+    backend: RedisBackend,
+) -> None:
+    """Beyond the contract's token: the claim set an ack empties is the acking node's, so
+    Redis also checks the node, and the worker whose counters it moves."""
+    backend.enqueue(new(1))
+    n, other = node(backend), node(backend, "n2", (W, V))
+    (c,) = backend.claim(n, {W: 1})
+    assert backend.ack(other, [Outcome(c.id, c.token, W)]).rejected == (c.id,)
+    assert backend.ack(n, [Outcome(c.id, c.token, V)]).rejected == (c.id,)
+    assert backend.held_by(n) == [(c.id, c.token)]
+    # The same run twice in one batch: the second is rejected, as if it came later.
+    report = backend.ack(n, [Outcome(c.id, c.token, W), Outcome(c.id, c.token, W)])
+    assert report.accepted == 1 and report.rejected == (c.id,)
+
+
+def test_a_big_claim_keeps_the_nodes_claim_set_a_hash_table(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    """Redis keeps a small hash as a list whose every write scans it: a claim of many jobs
+    makes the claim set a hash table from the start (see hset_many in _common.lua)."""
+    n = node(backend)
+    backend.enqueue(new(300))
+    claimed = backend.claim(n, {W: 200})
+    key = f"toniq:{{q}}:claims:{n}"
+    assert client.object("encoding", key) == b"hashtable"
+    assert set(client.hkeys(key)) == {c.id.encode() for c in claimed}  # no marker left
+    backend.ack(n, [Outcome(c.id, c.token, W) for c in claimed])
+    assert not client.exists(key)
+    few = backend.claim(n, {W: 3})  # a few: kept small, as Redis likes
+    assert client.object("encoding", key) in (b"listpack", b"ziplist")
+    assert client.hlen(key) == len(few) == 3
+
+
 def test_heartbeats_use_the_servers_clock(backend: RedisBackend, client: redis.Redis) -> None:
     skewed = time.time() - 3600  # a node whose clock is an hour late
     backend.register_node(NodeInfo("late", "host", 1, skewed, skewed, (W,)))

@@ -41,6 +41,13 @@ for a = first, #ARGV, 5 do
   ids[#ids + 1] = ARGV[a]
 end
 local raws = hmget(KEYS[1], ids)
+-- A success is checked on the record's text where it has the layout claim.lua writes
+-- (cjson.decode was a third of this script's time per job): it starts with its worker, and
+-- has state, node and token in a row; as the values in a record are JSON strings and
+-- numbers, these can only be its own top-level fields. Any other record is decoded.
+local heads = {}
+for w = 1, m do heads[w] = '{"worker":' .. cjson.encode(ARGV[2 + w]) .. ',' end
+local leased_to = ',"state":"running","node":' .. cjson.encode(node) .. ',"token":"'
 local accepted_ids, success_ids, handled = {}, {}, {}
 local running, done, failed = {}, {}, {}
 local done_n, error_n = {}, {}
@@ -50,10 +57,17 @@ for a = first, #ARGV, 5 do
   k = k + 1
   local id, token, w, retry_in, err = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
   local worker = ARGV[2 + w]
-  local job = raws[k] and cjson.decode(raws[k])
+  local raw, job, valid = raws[k], nil, false
+  if raw and err == '' and string.sub(raw, 1, #heads[w]) == heads[w]
+      and string.find(raw, leased_to .. token .. '","started_at":', 1, true) then
+    valid = true  -- as claim.lua writes it: no need to decode it (it is deleted)
+  else
+    job = raw and cjson.decode(raw)
+    valid = job and job.state == 'running' and job.token == token and job.node == node
+      and job.worker == worker
+  end
   -- The same job twice in one batch: the second is rejected, as if it came later.
-  if handled[id] or not job or job.state ~= 'running' or job.token ~= token
-      or job.node ~= node or job.worker ~= worker then
+  if handled[id] or not valid then
     rejected[#rejected + 1] = id
   else
     handled[id] = true

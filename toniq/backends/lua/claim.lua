@@ -55,6 +55,15 @@ local out = {}
 local running = {}
 local armed, handoff = KEYS[6 + 2 * m + 1], KEYS[6 + 2 * m + 2]
 
+-- A record as enqueue.lua writes it for a job that never ran and has no options or run_at
+-- (most jobs): its worker (as JSON), seq and enqueued_at. Such a record is leased by writing
+-- it again in the same layout, rather than by cjson.decode and encode (which took a third of
+-- this script's time per job); any other record takes the general path.
+local FRESH = '^{"worker":("[^"\\]*"),"attempt":0,"node_deaths":0,"seq":(%d+),'
+  .. '"enqueued_at":"([^"\\]*)","state":"available"}$'
+local running_tail = ',"state":"running","node":' .. cjson.encode(node) .. ',"token":'
+  .. cjson.encode(token) .. ',"started_at":' .. cjson.encode(started) .. '}'
+
 -- Disarm, then take the jobs handed over since the last claim.
 redis.call('HDEL', armed, node, node .. '#slots')
 -- P:waiting of the node's workers not asked for (KEYS between the asked ones and P:idle):
@@ -86,37 +95,52 @@ local function lease(available, worker, ids, suspect)
   if #ids == 0 then return 0 end
   call_in_chunks('ZREM', available, ids)
   local raws = hmget(KEYS[2], ids)
-  local records, claims, leased, jobs = {}, {}, {}, {}
+  local records, claims, leased = {}, {}, {}
+  local attempts, ats, options, seqs = {}, {}, {}, {}
   for k = 1, #ids do
-    local job = raws[k] and cjson.decode(raws[k])
-    if job and job.state == 'available' then
+    local raw, record = raws[k], nil
+    local n = #leased + 1
+    local quoted, seq, at = nil, nil, nil
+    if raw then quoted, seq, at = string.match(raw, FRESH) end
+    if quoted then
+      record = '{"worker":' .. quoted .. ',"attempt":1,"node_deaths":0,"seq":' .. seq
+        .. ',"enqueued_at":"' .. at .. '"' .. running_tail
+      attempts[n], ats[n], options[n], seqs[n] = 1, at, '', seq
+    else
+      local job = raw and cjson.decode(raw)
+      if job and job.state == 'available' then
+        job.state = 'running'
+        job.attempt = job.attempt + 1
+        job.node = node
+        job.token = token
+        job.started_at = started
+        record = cjson.encode(job)
+        attempts[n], ats[n], options[n], seqs[n] = job.attempt, job.enqueued_at,
+          job.options or '', job.seq
+      end
+    end
+    if record then
       local id = ids[k]
-      job.state = 'running'
-      job.attempt = job.attempt + 1
-      job.node = node
-      job.token = token
-      job.started_at = started
       records[#records + 1] = id
-      records[#records + 1] = cjson.encode(job)
+      records[#records + 1] = record
       claims[#claims + 1] = id
       claims[#claims + 1] = worker
-      leased[#leased + 1] = id
-      jobs[#jobs + 1] = job
+      leased[n] = id
     end
   end
   if #leased == 0 then return 0 end
   call_in_chunks('HSET', KEYS[2], records)
-  call_in_chunks('HSET', KEYS[6], claims)
+  hset_many(KEYS[6], claims)
   local payloads = hmget(KEYS[3], leased)
   for k = 1, #leased do
-    local job, n = jobs[k], #out
+    local n = #out
     out[n + 1] = leased[k]
     out[n + 2] = worker
     out[n + 3] = payloads[k] or ''
-    out[n + 4] = job.attempt
-    out[n + 5] = job.enqueued_at
-    out[n + 6] = job.options or ''
-    out[n + 7] = job.seq
+    out[n + 4] = attempts[k]
+    out[n + 5] = ats[k]
+    out[n + 6] = options[k]
+    out[n + 7] = seqs[k]
     out[n + 8] = suspect and 1 or 0
     out[n + 9] = token
   end
@@ -166,23 +190,36 @@ for i = 1, took_suspect and 0 or m do
   local wanted = tonumber(ARGV[6 + 2 * i]) - (taken[worker] or 0)
   local got = 0
   while got < wanted do
-    local picks = {}
+    -- The oldest entries of each level below suspect_after, merged by seq. Usually one
+    -- level has any: its entries are in order already, and are taken without the merge
+    -- (a table per entry and a sort: a sixth of this script's time).
+    local levels = {}
     local lo = 0
     while lo < suspect_after * LEVEL do
       local first = first_between(available, lo, suspect_after * LEVEL)
       if not first then break end
       local level = first[3]
-      local entries = redis.call('ZRANGEBYSCORE', available, string.format('%.17g', level * LEVEL),
-        '(' .. string.format('%.17g', (level + 1) * LEVEL), 'WITHSCORES', 'LIMIT', 0, wanted - got)
-      for e = 1, #entries, 2 do
-        picks[#picks + 1] = {entries[e], tonumber(entries[e + 1]) - level * LEVEL}
-      end
+      levels[#levels + 1] = {level, redis.call('ZRANGEBYSCORE', available,
+        string.format('%.17g', level * LEVEL), '(' .. string.format('%.17g', (level + 1) * LEVEL),
+        'WITHSCORES', 'LIMIT', 0, wanted - got)}
       lo = (level + 1) * LEVEL
     end
-    if #picks == 0 then break end
-    table.sort(picks, function(a, b) return a[2] < b[2] end)
+    if #levels == 0 then break end
     local ids = {}
-    for p = 1, math.min(#picks, wanted - got) do ids[p] = picks[p][1] end
+    if #levels == 1 then
+      local entries = levels[1][2]
+      for e = 1, #entries, 2 do ids[#ids + 1] = entries[e] end
+    else
+      local picks = {}
+      for _, l in ipairs(levels) do
+        local level, entries = l[1], l[2]
+        for e = 1, #entries, 2 do
+          picks[#picks + 1] = {entries[e], tonumber(entries[e + 1]) - level * LEVEL}
+        end
+      end
+      table.sort(picks, function(a, b) return a[2] < b[2] end)
+      for p = 1, math.min(#picks, wanted - got) do ids[p] = picks[p][1] end
+    end
     got = got + lease(available, worker, ids, false)
   end
 end
