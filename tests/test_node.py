@@ -20,14 +20,19 @@ def _reset() -> None:
     probe.reset()
 
 
-def test_max_concurrency_caps_one_worker_while_others_run_freely(app: toniq.Toniq) -> None:
+# With claim_batch=2 every claim comes back full, and the next one is sent before its jobs
+# start: the room it asks for must count them.
+@pytest.mark.parametrize("claim_batch", [256, 2])
+def test_max_concurrency_caps_one_worker_while_others_run_freely(
+    app: toniq.Toniq, claim_batch: int
+) -> None:
     for _ in range(30):
         toniq.enqueue(Limited, 0.05)
     for _ in range(10):
         toniq.enqueue(LimitedSync, 0.05)
     for _ in range(100):
         toniq.enqueue(Sleeper, 1.0)
-    with toniq.Node(app) as node:
+    with toniq.Node(app, claim_batch=claim_batch) as node:
         node.drain()
     assert probe.peak["Limited"] == 3
     assert probe.peak["LimitedSync"] == 2
@@ -101,6 +106,42 @@ def test_graceful_stop_hands_unfinished_jobs_back_at_once(app: toniq.Toniq) -> N
     started = time.monotonic()
     node.stop()
     assert time.monotonic() - started < 3
+    for handle in handles:
+        record = handle.info()
+        assert record is not None and record.state is toniq.JobState.AVAILABLE
+        assert record.attempt == 0 and record.node is None
+    assert app.nodes() == []
+
+
+def test_a_stop_while_a_claim_is_sent_ahead_hands_every_job_back(app: toniq.Toniq) -> None:
+    """A claim that comes back full sends the next one before its jobs start; a stop that
+    comes meanwhile still hands back every job, those of that claim too."""
+    handles = [toniq.enqueue(Sleeper, 30.0) for _ in range(6)]
+    backend = app.backend
+    real_claim = backend.claim
+    calls = 0
+    ahead, release = threading.Event(), threading.Event()
+
+    def claim(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # sent while the first claim's two jobs start
+            ahead.set()
+            release.wait(10)
+        return real_claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    backend.claim = claim  # type: ignore[method-assign, assignment]
+    node = toniq.Node(app, claim_batch=2, grace_period=0.2).start()
+    assert ahead.wait(10)
+    stopper = threading.Thread(target=node.stop)
+    stopper.start()
+    deadline = time.monotonic() + 10
+    while not node._stop_requested:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    release.set()
+    stopper.join(10)
+    assert not stopper.is_alive() and calls == 2
     for handle in handles:
         record = handle.info()
         assert record is not None and record.state is toniq.JobState.AVAILABLE

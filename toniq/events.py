@@ -130,6 +130,11 @@ def emit(bus: EventBus, event: JobEvent, worker: type[Worker] | None) -> None:
     bus.emit(event)
 
 
+def wants(bus: EventBus, kind: EventKind, worker: type[Worker] | None) -> bool:
+    """Whether :func:`emit` would call anything for an event of ``kind``."""
+    return bool(bus._callbacks) or (worker is not None and _overrides(worker, _HOOKS[kind]))
+
+
 def _overrides(worker: type[Worker], hook: str) -> bool:
     """Whether ``worker`` has a hook of its own (the base class's do nothing): most have
     none, and making an instance to call an empty method cost every job about 1 us. Asked
