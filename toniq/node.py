@@ -1075,10 +1075,14 @@ class Node:
                     ", ".join(report.rejected[:10]),
                 )
             bus = self.app.events
+            # The event is made only if a hook or subscriber takes it: most nodes have none,
+            # and making one cost every job about 1 us. Asked once per worker and kind.
+            heard: dict[tuple[type[Worker] | None, EventKind], bool] = {}
             for outcome, cls, kind, attempt, duration, retry_at in batch:
-                # The event is made only if a hook or subscriber takes it: most nodes have
-                # none, and making one cost every job about 1 us.
-                if outcome.id not in rejected and wants(bus, kind, cls):
+                listens = heard.get((cls, kind))
+                if listens is None:
+                    listens = heard[cls, kind] = wants(bus, kind, cls)
+                if listens and outcome.id not in rejected:
                     event = JobEvent(
                         kind,
                         outcome.id,

@@ -275,6 +275,16 @@ def test_an_ack_counts_only_from_the_node_and_for_the_worker_of_the_claim(
     assert report.accepted == 1 and report.rejected == (c.id,)
 
 
+def test_a_claim_for_several_workers_returns_their_jobs_in_enqueue_order(
+    backend: RedisBackend,
+) -> None:
+    jobs = [job for pair in zip(new(3, W), new(3, V), strict=True) for job in pair]
+    for job in jobs:  # W, V, W, V, ...
+        backend.enqueue([job])
+    n = node(backend, workers=(W, V))
+    assert [c.id for c in backend.claim(n, {V: 3, W: 3})] == [j.id for j in jobs]
+
+
 def test_a_big_claim_keeps_the_nodes_claim_set_a_hash_table(
     backend: RedisBackend, client: redis.Redis
 ) -> None:
