@@ -114,7 +114,7 @@ class Node:
         self._tasks: dict[asyncio.Task[None], ClaimedJob | None] = {}
         self._outcomes: list[_Ran] = []
         self._acking = False
-        self._acks_in_flight: set[tuple[str, str]] = set()
+        self._acks_in_flight: list[Outcome] = []
         self._reconcile = False
         self._server_id: str | None = None
         self._store_ok_since: float | None = None
@@ -775,7 +775,7 @@ class Node:
             held = await self._call(backend.held_by, self.id)
             mine = {(c.id, c.token) for c in self._tasks.values() if c is not None}
             mine |= {(ran[0].id, ran[0].token) for ran in self._outcomes}
-            mine |= self._acks_in_flight
+            mine |= {(o.id, o.token) for o in self._acks_in_flight}
             ghosts = [claim for claim in held if tuple(claim) not in mine]
             if ghosts:
                 n = await self._call(backend.hand_back, self.id, ghosts)
@@ -1042,7 +1042,7 @@ class Node:
             batch, self._outcomes = self._outcomes, []
             self._acking = True
             outcomes = [ran[0] for ran in batch]
-            self._acks_in_flight = {(o.id, o.token) for o in outcomes}
+            self._acks_in_flight = outcomes
             try:
                 report = await self._call_ack(backend, outcomes)
             except Exception as exc:
@@ -1064,7 +1064,7 @@ class Node:
                 continue
             finally:
                 self._acking = False
-                self._acks_in_flight = set()
+                self._acks_in_flight = []
             rejected = set(report.rejected)
             if rejected:
                 self.stats.acks_rejected += len(rejected)
