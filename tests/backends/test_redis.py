@@ -303,6 +303,25 @@ def test_a_big_claim_keeps_the_nodes_claim_set_a_hash_table(
     assert client.hlen(key) == len(few) == 3
 
 
+def test_a_job_named_like_the_claim_set_marker_stays_in_the_claim_set(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    """hset_many's marker field shares the claim set with job ids, which may be any
+    string: a job with its name must not be deleted with it (found in review)."""
+    n = node(backend)
+    ids = ["#as-table"] + [f"j{i}" for i in range(39)]
+    backend.enqueue([NewJob(i, W, dumps((1,), {}), time.time()) for i in ids])
+    claimed = backend.claim(n, {W: 40})
+    assert {c.id for c in claimed} == set(ids)
+    assert {i for i, _ in backend.held_by(n)} == set(ids)
+    # The node dies: every job it held goes back.
+    client.zadd("toniq:{q}:nodes", {n: 0})
+    report = backend.take_over(timeout=1, max_node_deaths=3)
+    assert set(report.requeued) == set(ids)
+    record = backend.get_job("#as-table")
+    assert record is not None and record.state is JobState.AVAILABLE
+
+
 def test_heartbeats_use_the_servers_clock(backend: RedisBackend, client: redis.Redis) -> None:
     skewed = time.time() - 3600  # a node whose clock is an hour late
     backend.register_node(NodeInfo("late", "host", 1, skewed, skewed, (W,)))

@@ -128,10 +128,18 @@ end
 -- where setting or deleting a field scans the whole list: filling a new hash with 512 fields
 -- took 1.2 ms on Redis 7.0, against 0.06 ms as a hash table, and deleting them as much again.
 -- A value longer than hash-max-listpack-value (64) makes Redis create the hash as a table,
--- which it stays: a marker field with such a value goes first and is deleted right after.
+-- which it stays: a marker field with such a value goes first and is deleted right after
+-- (not if a field has the marker's name: a job id may be any string).
 local TABLE_MARK, TABLE_VALUE = '#as-table', string.rep('-', 256)
 local function hset_many(key, values)
-  if #values < 64 or redis.call('EXISTS', key) == 1 then
+  local plain = #values < 64 or redis.call('EXISTS', key) == 1
+  for f = 1, plain and 0 or #values, 2 do
+    if values[f] == TABLE_MARK then
+      plain = true
+      break
+    end
+  end
+  if plain then
     call_in_chunks('HSET', key, values)
     return
   end

@@ -57,8 +57,8 @@ for a = first, #ARGV, 5 do
   k = k + 1
   local id, token, w, retry_in, err = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
   local worker = ARGV[2 + w]
-  local raw, job, valid = raws[k], nil, false
-  if raw and err == '' and string.sub(raw, 1, #heads[w]) == heads[w]
+  local raw, head, job, valid = raws[k], heads[w], nil, false
+  if raw and head and err == '' and string.sub(raw, 1, #head) == head
       and string.find(raw, leased_to .. token .. '","started_at":', 1, true) then
     valid = true  -- as claim.lua writes it: no need to decode it (it is deleted)
   else
