@@ -130,7 +130,7 @@ def emit(bus: EventBus, event: JobEvent, worker: type[Worker] | None) -> None:
     bus.emit(event)
 
 
-def wants(bus: EventBus, kind: EventKind, worker: type[Worker] | None) -> bool:
+def has_listeners(bus: EventBus, kind: EventKind, worker: type[Worker] | None) -> bool:
     """Whether :func:`emit` would call anything for an event of ``kind``."""
     return bool(bus._callbacks) or (worker is not None and _overrides(worker, _HOOKS[kind]))
 

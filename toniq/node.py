@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from toniq.errors import StoreError, ToniqError
-from toniq.events import EventKind, JobEvent, emit, wants
+from toniq.events import EventKind, JobEvent, emit, has_listeners
 from toniq.job import CANNOT_RUN, AckReport, ClaimedJob, JobError, NodeInfo, Outcome
 from toniq.retries import log_failure, retries_for, retry_delay
 from toniq.serialization import open_payload
@@ -508,6 +508,7 @@ class Node:
             self._wake.clear()
             self._start_local_jobs()
             claimed: list[ClaimedJob] = []
+            full = False  # a claim came back full: more are likely waiting
             ahead = self._ahead  # a claim sent by the last pass (see below)
             if ahead is not None:
                 wants = self._ahead_wants  # what it asked for
@@ -546,9 +547,10 @@ class Node:
                     continue
                 if ahead is not None and not claimed:
                     continue  # sent before this pass began: only a claim of its own may idle
-                if self._any_full(claimed, wants) and not (self._reconcile or self._stop_requested):
-                    # More are likely waiting: send the next claim now, for the room left
-                    # once these run, so that the store works on it while they start.
+                full = bool(claimed) and self._any_full(claimed, wants)
+                if full and not (self._reconcile or self._stop_requested):
+                    # Send the next claim now, for the room left once these run, so that the
+                    # store works on it while they start.
                     room = self._wants(claimed)
                     if room:
                         self._ahead_wants = room
@@ -573,7 +575,7 @@ class Node:
                     self._cond.notify_all()
                 if burst:
                     break
-            if claimed and self._any_full(claimed, wants):
+            if full:
                 continue  # more may be waiting: ask again at once
             timeout = self.settings.poll_interval if backend is not None else None
             armed = self._handoff and bool(self._armed_for)
@@ -1081,7 +1083,7 @@ class Node:
             for outcome, cls, kind, attempt, duration, retry_at in batch:
                 listens = heard.get((cls, kind))
                 if listens is None:
-                    listens = heard[cls, kind] = wants(bus, kind, cls)
+                    listens = heard[cls, kind] = has_listeners(bus, kind, cls)
                 if listens and outcome.id not in rejected:
                     event = JobEvent(
                         kind,

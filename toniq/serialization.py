@@ -19,7 +19,6 @@ holding version-1 jobs is drained once (see docs/security.md).
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import pickle
@@ -186,15 +185,15 @@ def open_payload(
         and enqueued_at is not None
         and payload[:_KID_AT] == _SIGNED_MAGIC
         and (max_size is None or len(payload) <= max_size)
-    ):
-        signer = keyring.only_mac(payload[_KID_AT:_MAC_AT])
-        if signer is not None and hmac.compare_digest(
-            signer.digest_of_parts(payload[:_MAC_AT], payload[_SIGNED_AT:]),
+        and keyring.verify(
+            payload[_KID_AT:_MAC_AT],
+            payload[:_MAC_AT] + payload[_SIGNED_AT:],
             payload[_MAC_AT:_SIGNED_AT],
-        ):
-            end = _SIGNED_HEADER + int.from_bytes(payload[_SIGNED_AT:_SIGNED_HEADER], "big")
-            if payload[_SIGNED_HEADER:end] == _meta(job_id, worker, enqueued_at):
-                return _unpickle(payload[end:])
+        )
+    ):
+        end = _SIGNED_HEADER + int.from_bytes(payload[_SIGNED_AT:_SIGNED_HEADER], "big")
+        if payload[_SIGNED_HEADER:end] == _meta(job_id, worker, enqueued_at):
+            return _unpickle(payload[end:])
     if not isinstance(payload, _BYTES):
         raise PayloadError(f"payload is {type(payload).__name__}, not bytes")
     data = bytes(payload)
@@ -217,15 +216,15 @@ def open_payload(
         raise PayloadError(f"payload has unsupported envelope version {shown!r}")
     if len(data) < _SIGNED_HEADER:
         raise PayloadError(f"signed payload is truncated ({len(data)} bytes)")
-    kid = data[3 : 3 + KEY_ID_SIZE]
-    mac = data[3 + KEY_ID_SIZE : 3 + KEY_ID_SIZE + _MAC_SIZE]
-    signed_part = data[3 + KEY_ID_SIZE + _MAC_SIZE :]
+    kid = data[_KID_AT:_MAC_AT]
+    mac = data[_MAC_AT:_SIGNED_AT]
+    signed_part = data[_SIGNED_AT:]
     if not keyring.knows(kid):
         raise PayloadError(
             f"payload is signed with key id {kid.hex()}, which is not one of this process's "
             "keys (TONIQ_SECRET / secret); not read"
         )
-    if not keyring.verify(kid, data[: 3 + KEY_ID_SIZE] + signed_part, mac):
+    if not keyring.verify(kid, data[:_MAC_AT] + signed_part, mac):
         raise PayloadError("payload signature is bad (forged, corrupted or truncated); not read")
     # Signed by a key holder from here on; the meta still must name this very job.
     (meta_len,) = _META_LEN.unpack_from(signed_part)

@@ -98,15 +98,6 @@ class _HmacSha256:
         outer.update(inner.digest())
         return outer.digest()
 
-    def digest_of_parts(self, first: bytes, second: bytes) -> bytes:
-        """``digest(first + second)``, without making that message."""
-        inner = self._inner.copy()
-        inner.update(first)
-        inner.update(second)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
-
 
 class Keyring:
     """The keys one process signs and verifies with.
@@ -128,10 +119,6 @@ class Keyring:
             self._by_id.setdefault(key_id(key), []).append(key)
         self._signing_id = key_id(self.keys[0]) if self.keys else b""
         self._macs = {key: _HmacSha256(key) for key in self.keys}
-        #: The MAC of each key id that only one key has (nearly always every id).
-        self._only_mac = {
-            kid: self._macs[keys[0]] for kid, keys in self._by_id.items() if len(keys) == 1
-        }
 
     @property
     def signs(self) -> bool:
@@ -152,10 +139,6 @@ class Keyring:
     def signer(self) -> _HmacSha256:
         """What :meth:`sign` uses, to sign many messages in a row without looking it up."""
         return self._macs[self.keys[0]]
-
-    def only_mac(self, kid: bytes) -> _HmacSha256 | None:
-        """The MAC of the one key with id ``kid``; None if no key or several have it."""
-        return self._only_mac.get(kid)
 
     def knows(self, kid: bytes) -> bool:
         return kid in self._by_id

@@ -612,7 +612,7 @@ class RedisBackend:
                 self._enqueue_script(keys, args)
                 return
             args = [len(workers), *workers]
-            # A batch from enqueue_many shares its times and options: format each once.
+            # Jobs in a row often share their times and options: format each once.
             last: tuple[float, float | None, dict[str, Any]] | None = None
             times: tuple[str, str, str] = ("", "", "")
             for job in jobs:
