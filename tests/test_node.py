@@ -113,7 +113,12 @@ def test_graceful_stop_hands_unfinished_jobs_back_at_once(app: toniq.Toniq) -> N
     assert app.nodes() == []
 
 
-def test_a_stop_while_a_claim_is_sent_ahead_hands_every_job_back(app: toniq.Toniq) -> None:
+# With no grace period, the jobs of the claim sent ahead are handed back before the task
+# that would run them has started.
+@pytest.mark.parametrize("grace_period", [0.2, 0.0])
+def test_a_stop_while_a_claim_is_sent_ahead_hands_every_job_back(
+    app: toniq.Toniq, grace_period: float
+) -> None:
     """A claim that comes back full sends the next one before its jobs start; a stop that
     comes meanwhile still hands back every job, those of that claim too."""
     handles = [toniq.enqueue(Sleeper, 30.0) for _ in range(6)]
@@ -131,7 +136,7 @@ def test_a_stop_while_a_claim_is_sent_ahead_hands_every_job_back(app: toniq.Toni
         return real_claim(*args, **kwargs)  # type: ignore[arg-type]
 
     backend.claim = claim  # type: ignore[method-assign, assignment]
-    node = toniq.Node(app, claim_batch=2, grace_period=0.2).start()
+    node = toniq.Node(app, claim_batch=2, grace_period=grace_period).start()
     assert ahead.wait(10)
     stopper = threading.Thread(target=node.stop)
     stopper.start()
@@ -142,6 +147,7 @@ def test_a_stop_while_a_claim_is_sent_ahead_hands_every_job_back(app: toniq.Toni
     release.set()
     stopper.join(10)
     assert not stopper.is_alive() and calls == 2
+    assert node.running == 0
     for handle in handles:
         record = handle.info()
         assert record is not None and record.state is toniq.JobState.AVAILABLE

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from toniq.eager import Resume
 from toniq.errors import StoreError, ToniqError
 from toniq.events import EventKind, JobEvent, emit, has_listeners
 from toniq.job import CANNOT_RUN, AckReport, ClaimedJob, JobError, NodeInfo, Outcome
@@ -56,6 +57,13 @@ class NodeStats:
     local_failed: int = 0
     acks_rejected: int = 0
     taken_over: int = 0
+
+
+def _cancelled() -> bool:
+    """Whether the running task was cancelled (by a stop), not merely handed a
+    CancelledError raised elsewhere."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 class _Started(list[ClaimedJob]):
@@ -112,6 +120,9 @@ class Node:
         self._threads_busy = 0
         # Keyed by task, not job id: after a takeover the same job may run twice here.
         self._tasks: dict[asyncio.Task[None], ClaimedJob | None] = {}
+        # Tasks running a run of a claim's jobs one after the other (see _run_batch), with
+        # the jobs each has still to finish, last first.
+        self._batches: dict[asyncio.Task[None], list[ClaimedJob]] = {}
         self._outcomes: list[_Ran] = []
         self._acking = False
         self._acks_in_flight: list[Outcome] = []
@@ -170,7 +181,11 @@ class Node:
     @property
     def running(self) -> int:
         """Jobs running on this node now."""
-        return len(self._tasks)
+        return len(self._tasks) + sum(map(len, self._batches.values()))
+
+    @property
+    def _busy(self) -> bool:
+        return bool(self._tasks or self._batches)
 
     def run(self, *, burst: bool = False, install_signal_handlers: bool = True) -> None:
         """Run in this thread until SIGINT/SIGTERM (or, with ``burst``, no job is left).
@@ -490,8 +505,7 @@ class Node:
                 # the shutdown as the others do (the grace period, then handed back).
                 ahead, self._ahead = self._ahead, None
                 try:
-                    for job in await ahead:
-                        self._start(job)
+                    self._start_all(await ahead)
                 except Exception:
                     self._reconcile = True  # its jobs, if it leased any, are ghosts now
 
@@ -532,7 +546,7 @@ class Node:
                             self._claim,
                             backend,
                             wants,
-                            not self._tasks and not self._local,
+                            not self._busy and not self._local,
                             self._handoff and not burst and not self._reconcile,
                         )
                     failures = 0
@@ -560,12 +574,11 @@ class Node:
                         # Let the I/O thread take the GIL and send it now: else it waits
                         # for Python's switch interval while this thread starts the jobs.
                         time.sleep(0)
-                for job in claimed:
-                    self._start(job)
+                self._start_all(claimed)
             if (
                 not skip
                 and not claimed
-                and not self._tasks
+                and not self._busy
                 and not self._local
                 and not self._outcomes
                 and not self._acking
@@ -598,8 +611,7 @@ class Node:
                     # wait for the next hand-over, without a claim while the arming holds.
                     self._skip_claim = True
                     continue
-                for job in woken or ():
-                    self._start(job)
+                self._start_all(woken or ())
                 if not woken or self._any_full(woken, wants):
                     continue  # no wake-up (poll now), or another round at once
             await self._sleep_or_wake(timeout)
@@ -648,7 +660,7 @@ class Node:
         )
 
     def _idle(self) -> bool:
-        return not self._tasks and not self._local and not self._outcomes and not self._acking
+        return not self._busy and not self._local and not self._outcomes and not self._acking
 
     async def _claim_when_woken(
         self, wants: dict[str, int], timeout: float | None
@@ -669,7 +681,7 @@ class Node:
             self._wait_then_claim,
             backend,
             wants,
-            not self._tasks and not self._local,
+            not self._busy and not self._local,
             timeout,
         )
         future = asyncio.get_running_loop().run_in_executor(self._io, call)
@@ -744,8 +756,7 @@ class Node:
         meanwhile (a cancelled serve()): those are claims this node does not know of, which
         it hands back (_reconcile is set)."""
         if self._io_waiting:
-            for job in jobs:
-                self._start(job)
+            self._start_all(jobs)
 
     async def _disarm(self, *, last: bool = False) -> None:
         """:meth:`_disarm_now` from the loop; a store that fails is only logged (the arming
@@ -776,6 +787,7 @@ class Node:
         try:
             held = await self._call(backend.held_by, self.id)
             mine = {(c.id, c.token) for c in self._tasks.values() if c is not None}
+            mine |= {(c.id, c.token) for jobs in self._batches.values() for c in jobs}
             mine |= {(ran[0].id, ran[0].token) for ran in self._outcomes}
             mine |= {(o.id, o.token) for o in self._acks_in_flight}
             ghosts = [claim for claim in held if tuple(claim) not in mine]
@@ -839,6 +851,80 @@ class Node:
             else:
                 self._local.append(job)
 
+    def _start_all(self, jobs: Iterable[ClaimedJob]) -> None:
+        """Start claimed jobs, in their order. Each run of ``async def`` jobs without a
+        time limit goes to one task that runs them one after the other (:meth:`_run_batch`);
+        any other job gets a task of its own."""
+        batch: list[ClaimedJob] | None = None
+        workers = self._workers
+        for job in jobs:
+            cls = workers.get(job.worker)
+            if (
+                cls is None
+                or not cls.is_async
+                or job.suspect
+                or (job.options.get("timeout") or cls.worker_options.timeout) is not None
+            ):
+                batch = None
+                self._start(job)
+                continue
+            self._running[cls.worker_name] += 1
+            if batch is not None:
+                batch.append(job)
+                continue
+            batch = [job]
+            me: list[asyncio.Task[None]] = []
+            task = asyncio.get_running_loop().create_task(
+                self._run_batch(batch, me), name="toniq-jobs"
+            )
+            me.append(task)
+            self._batches[task] = batch
+            task.add_done_callback(self._batch_done)
+
+    async def _run_batch(self, jobs: list[ClaimedJob], me: list[asyncio.Task[None]]) -> None:
+        """Run ``jobs`` one after the other in this task while they finish without waiting
+        (no-op jobs, cache writes...): a task each would cost more than many such jobs. The
+        first that waits makes this task its own (see :mod:`toniq.eager`); the jobs after
+        it get a task each. Every job runs in a context of its own, as in a task."""
+        task = me[0]
+        jobs.reverse()  # popped from the end as they finish; shutdown hands back the rest
+        workers = self._workers
+        while jobs:
+            job = jobs[-1]
+            coro = self._run_claimed(job, workers[job.worker], me)
+            context = contextvars.copy_context()
+            try:
+                waiting = context.run(coro.send, None)
+            except StopIteration:
+                jobs.pop()
+                continue
+            except (Exception, asyncio.CancelledError):
+                # Not the job's own error (_run_claimed keeps that as its outcome): as with
+                # a task of its own, the jobs after it still run.
+                jobs.pop()
+                logger.exception("node error after job %s (%s) ran", job.id, job.worker)
+                continue
+            jobs.pop()
+            del self._batches[task]
+            self._tasks[task] = job
+            task.set_name(f"toniq-job-{job.id}")
+            while jobs:
+                later = jobs.pop()
+                cls = workers[later.worker]
+                mine: list[asyncio.Task[None]] = []
+                self._spawn(
+                    cls, later.id, self._run_claimed(later, cls, mine), later, mine, counted=True
+                )
+            await Resume(coro, context, waiting)
+            return
+        del self._batches[task]
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        """A batch's task cancelled before it ran (shutdown): its jobs, handed back by
+        :meth:`_shutdown`, no longer count as running."""
+        for job in self._batches.pop(task, ()):
+            self._running[job.worker] -= 1
+
     def _start(self, job: ClaimedJob) -> None:
         if job.suspect:
             self._isolating = True
@@ -859,14 +945,16 @@ class Node:
         coro: Any,
         claim: ClaimedJob | None,
         me: list[asyncio.Task[None]],
+        *,
+        counted: bool = False,
     ) -> None:
         """Run ``coro`` as a task of its own; ``me`` gets the task, for the coroutine's
         :meth:`_finished` (asyncio.current_task() is Python code in 3.11, and a node calls
-        it once a job)."""
+        it once a job). ``counted``: the job is in ``_running`` already."""
         task = asyncio.get_running_loop().create_task(coro, name=f"toniq-job-{job_id}")
         me.append(task)
         self._tasks[task] = claim
-        if cls is not None:
+        if cls is not None and not counted:
             self._running[cls.worker_name] += 1
             if not cls.is_async:
                 self._running_sync += 1
@@ -953,10 +1041,12 @@ class Node:
                     await cls().perform(*args, **kwargs)
                 else:
                     await self._perform(cls, args, kwargs, timeout)
-        except asyncio.CancelledError:
-            self._finished(cls, me[0])
-            raise  # handed back to the store by _shutdown
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and _cancelled():
+                self._finished(cls, me[0])
+                raise  # a stop: handed back to the store by _shutdown
+            # Anything else is the job's failure, a CancelledError it raised itself too
+            # (say, from a task it awaited that something else cancelled).
             assert cls is not None
             error = JobError.from_exception(exc, attempt=job.attempt, node=self.id)
             retry_in = retry_delay(cls, self.settings, job.attempt)
@@ -1096,7 +1186,7 @@ class Node:
                         retry_at,
                     )
                     self._emit(event, cls)
-        if not self._tasks and (not self._armed_for or self._drainers):
+        if not self._busy and (not self._armed_for or self._drainers):
             # Maybe idle now: let the claim loop notice (drain, burst). Not while it waits
             # armed for a hand-over (never in burst): waking it would cost a claim per job.
             self._wake.set()
@@ -1106,7 +1196,7 @@ class Node:
             # Before the grace period: the loop may have left while armed (a stop that came
             # with a hand-over); nothing more may be handed to a stopping node.
             await self._disarm()
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._batches]
         if tasks and not self._force:
             logger.info(
                 "waiting up to %gs for %d running job(s)", self.settings.grace_period, len(tasks)
@@ -1118,10 +1208,16 @@ class Node:
                     break
                 await asyncio.wait(tasks, timeout=min(remaining, 0.1))
         unfinished = [(task, claim) for task, claim in self._tasks.items() if not task.done()]
-        for task, _ in unfinished:
+        unfinished += [
+            (task, claim)
+            for task, jobs in self._batches.items()
+            if not task.done()
+            for claim in jobs
+        ]
+        for task in {task for task, _ in unfinished}:
             task.cancel()
         if unfinished:
-            await asyncio.wait([t for t, _ in unfinished], timeout=1.0)
+            await asyncio.wait({t for t, _ in unfinished}, timeout=1.0)
         # The ack loop may be half-way through a batch: let it finish rather than cancel it
         # (a cancelled executor call that had not started would never run).
         self._closing = True
