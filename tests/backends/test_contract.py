@@ -164,6 +164,27 @@ def test_an_ack_counts_only_with_the_claims_own_token(backend: Backend) -> None:
     assert backend.counts() == {W: {"done": 1, "failed": 1}}
 
 
+def test_an_ack_counts_only_from_the_node_and_for_the_worker_of_the_claim(
+    backend: Backend,
+) -> None:
+    """Beyond the token: the node that holds the claim and the worker it is for; and a run
+    counts once, also when its outcome comes twice in one batch."""
+    backend.enqueue(new(n=2))
+    n, other = node(backend), node(backend, "n2", (W, V))
+    c, d = backend.claim(n, {W: 2})
+    assert backend.ack(other, [Outcome(c.id, c.token, W)]).rejected == (c.id,)
+    assert backend.ack(n, [Outcome(c.id, c.token, V)]).rejected == (c.id,)
+    error = JobError.reason(CANNOT_RUN, "no", attempt=1, node=n)
+    assert backend.ack(other, [Outcome(d.id, d.token, W, error)]).rejected == (d.id,)
+    assert backend.ack(n, [Outcome(d.id, d.token, V, error)]).rejected == (d.id,)
+    assert sorted(backend.held_by(n)) == sorted([(c.id, c.token), (d.id, d.token)])
+    report = backend.ack(n, [Outcome(c.id, c.token, W), Outcome(c.id, c.token, W)])
+    assert report.accepted == 1 and report.rejected == (c.id,)
+    report = backend.ack(n, [Outcome(d.id, d.token, W, error)] * 2)
+    assert report.accepted == 1 and report.rejected == (d.id,)
+    assert backend.counts() == {W: {"done": 1, "failed": 1}}
+
+
 def test_a_claim_reads_every_kind_of_record_alike(backend: Backend) -> None:
     """Jobs with and without options, with an odd worker name, and one that ran before:
     claimed, they carry the same fields, and their records read back RUNNING."""

@@ -259,22 +259,6 @@ def test_big_batches_in_one_script(backend: RedisBackend) -> None:
     assert backend.counts() == {W: {"available": 5_000, "done": 15_000}}
 
 
-def test_an_ack_counts_only_from_the_node_and_for_the_worker_of_the_claim(
-    backend: RedisBackend,
-) -> None:
-    """Beyond the contract's token: the claim set an ack empties is the acking node's, so
-    Redis also checks the node, and the worker whose counters it moves."""
-    backend.enqueue(new(1))
-    n, other = node(backend), node(backend, "n2", (W, V))
-    (c,) = backend.claim(n, {W: 1})
-    assert backend.ack(other, [Outcome(c.id, c.token, W)]).rejected == (c.id,)
-    assert backend.ack(n, [Outcome(c.id, c.token, V)]).rejected == (c.id,)
-    assert backend.held_by(n) == [(c.id, c.token)]
-    # The same run twice in one batch: the second is rejected, as if it came later.
-    report = backend.ack(n, [Outcome(c.id, c.token, W), Outcome(c.id, c.token, W)])
-    assert report.accepted == 1 and report.rejected == (c.id,)
-
-
 def test_a_claim_for_several_workers_returns_their_jobs_in_enqueue_order(
     backend: RedisBackend,
 ) -> None:

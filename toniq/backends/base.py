@@ -104,8 +104,9 @@ class Backend(Protocol):
     def ack(self, node_id: str, outcomes: Sequence[Outcome]) -> AckReport:
         """Finish runs: a success deletes the job (a done counter is kept); an error is
         appended to the job, which becomes SCHEDULED ``retry_in`` seconds from the store's now
-        if the outcome has a ``retry_in``,
-        else FAILED. An outcome whose ``(id, token)`` no longer holds a RUNNING claim is
+        if the outcome has a ``retry_in``, else FAILED. An outcome counts only if its
+        ``(id, token)`` holds a RUNNING claim of ``node_id`` for ``outcome.worker``, once per
+        run (the same outcome twice in one batch: the second is rejected); otherwise it is
         rejected and changes nothing."""
 
     def hand_back(self, node_id: str, jobs: Sequence[tuple[str, str]]) -> int:

@@ -203,7 +203,7 @@ class MemoryBackend(NoServer):
             sec = int(now)
             for outcome in outcomes:
                 row = self._holds(outcome.id, outcome.token)
-                if row is None:
+                if row is None or row.record.node != node_id or row.record.worker != outcome.worker:
                     rejected.append(outcome.id)
                     continue
                 accepted += 1

@@ -281,20 +281,20 @@ class SQLiteBackend(NoServer):
     def ack(self, node_id: str, outcomes: Sequence[Outcome]) -> AckReport:
         done = [o for o in outcomes if o.error is None]
         failed = [o for o in outcomes if o.error is not None]
-        accepted: set[str] = set()
+        accepted: set[tuple[str, str]] = set()
         now = time.time()
         with self._write() as conn:
             per_worker: dict[str, int] = {}
             for start in range(0, len(done), _CHUNK):
                 chunk = done[start : start + _CHUNK]
-                values = ", ".join("(?, ?)" for _ in chunk)
-                params = [v for o in chunk for v in (o.id, o.token)]
-                for job_id, worker in conn.execute(
-                    "DELETE FROM toniq_jobs WHERE state = 'running' AND (id, token) IN "
-                    f"(VALUES {values}) RETURNING id, worker",
+                values = ", ".join("(?, ?, ?)" for _ in chunk)
+                params = [node_id, *(v for o in chunk for v in (o.id, o.token, o.worker))]
+                for job_id, token, worker in conn.execute(
+                    "DELETE FROM toniq_jobs WHERE state = 'running' AND node = ? AND "
+                    f"(id, token, worker) IN (VALUES {values}) RETURNING id, token, worker",
                     params,
                 ):
-                    accepted.add(job_id)
+                    accepted.add((job_id, token))
                     per_worker[worker] = per_worker.get(worker, 0) + 1
             conn.executemany(
                 "INSERT INTO toniq_counters (worker, name, value) VALUES (?, 'done', ?) "
@@ -308,7 +308,8 @@ class SQLiteBackend(NoServer):
                 row = conn.execute(
                     "UPDATE toniq_jobs SET state = ?, finished_at = ?, run_at = ?, node = NULL, "
                     "token = NULL, errors = json_insert(errors, '$[#]', json(?)) "
-                    "WHERE id = ? AND token = ? AND state = 'running' RETURNING worker",
+                    "WHERE id = ? AND token = ? AND node = ? AND worker = ? "
+                    "AND state = 'running' RETURNING worker",
                     (
                         JobState.SCHEDULED if retry else JobState.FAILED,
                         None if retry else now,
@@ -316,10 +317,12 @@ class SQLiteBackend(NoServer):
                         json.dumps(outcome.error.to_dict()),
                         outcome.id,
                         outcome.token,
+                        node_id,
+                        outcome.worker,
                     ),
                 ).fetchone()
                 if row is not None:
-                    accepted.add(outcome.id)
+                    accepted.add((outcome.id, outcome.token))
                     errors[row[0]] = errors.get(row[0], 0) + 1
             # The throughput ring (see finished_recently): one row per worker and second
             # modulo RING_SECONDS, restarted when its second has passed.
@@ -334,8 +337,17 @@ class SQLiteBackend(NoServer):
                     for w in sorted(per_worker.keys() | errors.keys())
                 ],
             )
-        rejected = tuple(o.id for o in outcomes if o.id not in accepted)
-        return AckReport(len(accepted), rejected)
+        # A run counts once: the same outcome again in this batch is rejected, as it would
+        # be in a later one.
+        counted: set[tuple[str, str]] = set()
+        rejected: list[str] = []
+        for o in outcomes:
+            run = (o.id, o.token)
+            if run in accepted and run not in counted:
+                counted.add(run)
+            else:
+                rejected.append(o.id)
+        return AckReport(len(counted), tuple(rejected))
 
     def hand_back(self, node_id: str, jobs: Sequence[tuple[str, str]]) -> int:
         released = 0
