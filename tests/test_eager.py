@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import weakref
 from typing import Any
 
 import pytest
@@ -64,6 +65,44 @@ class GroupFails(toniq.Worker, name="tests.eager.GroupFails"):
 class CancelsItself(toniq.Worker, name="tests.eager.CancelsItself", retries=0):
     async def perform(self) -> None:
         raise asyncio.CancelledError
+
+
+class CancelsItsTask(toniq.Worker, name="tests.eager.CancelsItsTask", retries=0):
+    """Cancels its task and returns: in a task of its own, that task ends cancelled after
+    the job is done, and nothing else notices."""
+
+    async def perform(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+
+
+class CancelsItsTaskLater(toniq.Worker, name="tests.eager.CancelsItsTaskLater", retries=0):
+    """A watchdog on its task that outlives the job."""
+
+    async def perform(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().call_later(0.05, task.cancel)
+
+
+class Naps(toniq.Worker, name="tests.eager.Naps", retries=0):
+    async def perform(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        seen.append("napped")
+
+
+# State kept per task, as SQLAlchemy's async_scoped_session(scopefunc=current_task) does.
+per_task: weakref.WeakKeyDictionary[asyncio.Task[Any], list[int]] = weakref.WeakKeyDictionary()
+
+
+class TaskLocal(toniq.Worker, name="tests.eager.TaskLocal"):
+    async def perform(self, i: int) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        state = per_task.setdefault(task, [])
+        seen.append((list(state), task.get_name()))
+        state.append(i)
 
 
 def test_jobs_of_one_claim_each_run_in_a_context_of_their_own(app: toniq.Toniq) -> None:
@@ -127,3 +166,72 @@ def test_a_job_that_raises_cancelled_error_itself_fails_and_the_next_jobs_run(
     record = handle.info()
     assert record is not None and record.state is toniq.JobState.FAILED
     assert record.errors[-1].type == "asyncio.exceptions.CancelledError"
+
+
+def test_a_job_that_cancels_its_task_and_returns_leaves_the_next_job_alone(
+    app: toniq.Toniq,
+) -> None:
+    CancelsItsTask.enqueue()
+    Naps.enqueue(0.05)
+    with toniq.Node(app) as node:
+        node.drain()
+        assert node.stats.done == 2 and node.running == 0
+    assert seen == ["napped"]
+
+
+def test_a_watchdog_left_behind_by_a_job_loses_no_job(app: toniq.Toniq) -> None:
+    """A cancel sent later to a job's task may reach the job that keeps the shared task
+    (see docs): that job fails with the CancelledError and is kept, never lost; with
+    task_per_job the cancel reaches a finished task and nothing happens."""
+    for task_per_job in (False, True):
+        seen.clear()
+        CancelsItsTaskLater.enqueue()
+        handle = Naps.enqueue(0.5)
+        with toniq.Node(app, task_per_job=task_per_job) as node:
+            node.drain()
+            assert node.running == 0
+        record = handle.info()
+        if task_per_job:
+            assert record is None and seen == ["napped"]
+        else:
+            assert record is not None and record.state is toniq.JobState.FAILED
+            assert record.errors[-1].type == "asyncio.exceptions.CancelledError"
+
+
+def test_task_per_job_gives_every_job_a_task_of_its_own(app: toniq.Toniq) -> None:
+    handles = [TaskLocal.enqueue(i) for i in range(3)]
+    with toniq.Node(app, task_per_job=True) as node:
+        node.drain()
+    assert [state for state, _ in seen] == [[], [], []]
+    assert sorted(name for _, name in seen) == sorted(f"toniq-job-{h.id}" for h in handles)
+
+
+def test_by_default_jobs_that_never_await_share_their_claims_task(app: toniq.Toniq) -> None:
+    """The documented difference (Python 3.11 has no eager tasks): state kept per task is
+    shared by the jobs of one claim that never await."""
+    for i in range(3):
+        TaskLocal.enqueue(i)
+    with toniq.Node(app) as node:
+        node.drain()
+    assert seen == [([], "toniq-jobs"), ([0], "toniq-jobs"), ([0, 1], "toniq-jobs")]
+
+
+@pytest.mark.skipif(
+    not hasattr(asyncio, "eager_task_factory"), reason="asyncio.eager_task_factory: Python 3.12+"
+)
+def test_serve_in_a_loop_whose_tasks_start_eagerly(app: toniq.Toniq) -> None:
+    """A loop of the user's may run a task's first step inside create_task."""
+    for i in range(3):
+        AsyncEcho.enqueue(i)
+    for _ in range(2):
+        Naps.enqueue(0.01)
+    node = toniq.Node(app)
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        await asyncio.wait_for(node.serve(burst=True), 10)
+
+    asyncio.run(main())
+    assert node.stats.done == 5 and node.running == 0
+    assert seen == ["napped"] * 2
+    assert app.counts() == {AsyncEcho.worker_name: {"done": 3}, Naps.worker_name: {"done": 2}}

@@ -155,6 +155,39 @@ def test_a_stop_while_a_claim_is_sent_ahead_hands_every_job_back(
     assert app.nodes() == []
 
 
+def test_jobs_of_a_claim_sent_ahead_finish_within_the_grace_period(app: toniq.Toniq) -> None:
+    """As above, but the jobs end well within the grace period: every one of them finishes,
+    those that got their task during the grace period too (found in review)."""
+    handles = [toniq.enqueue(Sleeper, s) for s in (0.1, 0.1, 0.1, 0.6)]
+    backend = app.backend
+    real_claim = backend.claim
+    calls = 0
+    ahead, release = threading.Event(), threading.Event()
+
+    def claim(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            ahead.set()
+            release.wait(10)
+        return real_claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    backend.claim = claim  # type: ignore[method-assign, assignment]
+    node = toniq.Node(app, claim_batch=2, grace_period=5.0).start()
+    assert ahead.wait(10)
+    stopper = threading.Thread(target=node.stop)
+    stopper.start()
+    deadline = time.monotonic() + 10
+    while not node._stop_requested:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    release.set()
+    stopper.join(10)
+    assert not stopper.is_alive() and calls == 2 and node.running == 0
+    assert [handle.info() for handle in handles] == [None] * 4
+    assert app.counts()[Sleeper.worker_name] == {"done": 4}
+
+
 def test_jobs_that_finish_within_the_grace_period_are_acknowledged(app: toniq.Toniq) -> None:
     handle = toniq.enqueue(Sleeper, 0.3)
     node = toniq.Node(app, grace_period=5).start()

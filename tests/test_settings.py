@@ -22,7 +22,10 @@ def test_durations_accept_timedelta() -> None:
     assert s.heartbeat_interval == 0.5 and isinstance(s.takeover_timeout, float)
 
 
-@pytest.mark.parametrize("bad", [{"poll_interval": -1}, {"threads": 0}, {"claim_batch": 1.5}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"poll_interval": -1}, {"threads": 0}, {"claim_batch": 1.5}, {"task_per_job": "yes"}],
+)
 def test_bad_values(bad: dict[str, object]) -> None:
     with pytest.raises(toniq.ConfigurationError):
         Settings(**bad)  # type: ignore[arg-type]

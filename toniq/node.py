@@ -59,11 +59,15 @@ class NodeStats:
     taken_over: int = 0
 
 
-def _cancelled() -> bool:
-    """Whether the running task was cancelled (by a stop), not merely handed a
-    CancelledError raised elsewhere."""
+def _task(me: list[asyncio.Task[None]]) -> asyncio.Task[None]:
+    """A job's task, as :meth:`Node._spawn` recorded it; when an eager task factory
+    (Python 3.12+, in a loop of the user's) ran the job inside ``create_task``, before it
+    could, the current task."""
+    if me:
+        return me[0]
     task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
+    assert task is not None
+    return task
 
 
 class _Started(list[ClaimedJob]):
@@ -123,6 +127,8 @@ class Node:
         # Tasks running a run of a claim's jobs one after the other (see _run_batch), with
         # the jobs each has still to finish, last first.
         self._batches: dict[asyncio.Task[None], list[ClaimedJob]] = {}
+        # Tasks of jobs that a stop cancelled: any other CancelledError is a job's failure.
+        self._stop_cancelled: set[asyncio.Task[None]] = set()
         self._outcomes: list[_Ran] = []
         self._acking = False
         self._acks_in_flight: list[Outcome] = []
@@ -855,37 +861,46 @@ class Node:
         """Start claimed jobs, in their order. Each run of ``async def`` jobs without a
         time limit goes to one task that runs them one after the other (:meth:`_run_batch`);
         any other job gets a task of its own."""
-        batch: list[ClaimedJob] | None = None
+        batch: list[ClaimedJob] = []
         workers = self._workers
+        alone = self.settings.task_per_job
         for job in jobs:
             cls = workers.get(job.worker)
             if (
-                cls is None
+                alone
+                or cls is None
                 or not cls.is_async
                 or job.suspect
                 or (job.options.get("timeout") or cls.worker_options.timeout) is not None
             ):
-                batch = None
+                if batch:
+                    self._start_batch(batch)
+                    batch = []
                 self._start(job)
                 continue
             self._running[cls.worker_name] += 1
-            if batch is not None:
-                batch.append(job)
-                continue
-            batch = [job]
-            me: list[asyncio.Task[None]] = []
-            task = asyncio.get_running_loop().create_task(
-                self._run_batch(batch, me), name="toniq-jobs"
-            )
+            batch.append(job)
+        if batch:
+            self._start_batch(batch)
+
+    def _start_batch(self, batch: list[ClaimedJob]) -> None:
+        """The task for a run of jobs (:meth:`_run_batch`), made once the run is complete:
+        an eager task factory (Python 3.12+, in a loop of the user's) runs it at once."""
+        me: list[asyncio.Task[None]] = []
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch, me), name="toniq-jobs")
+        if not me:  # else it ran (and registered itself) already
             me.append(task)
             self._batches[task] = batch
-            task.add_done_callback(self._batch_done)
+        task.add_done_callback(self._batch_done)
 
     async def _run_batch(self, jobs: list[ClaimedJob], me: list[asyncio.Task[None]]) -> None:
         """Run ``jobs`` one after the other in this task while they finish without waiting
         (no-op jobs, cache writes...): a task each would cost more than many such jobs. The
         first that waits makes this task its own (see :mod:`toniq.eager`); the jobs after
         it get a task each. Every job runs in a context of its own, as in a task."""
+        if not me:  # started eagerly, inside create_task (a user's eager task factory)
+            me.append(_task(me))
+            self._batches[me[0]] = jobs
         task = me[0]
         jobs.reverse()  # popped from the end as they finish; shutdown hands back the rest
         workers = self._workers
@@ -897,27 +912,37 @@ class Node:
                 waiting = context.run(coro.send, None)
             except StopIteration:
                 jobs.pop()
+                if task.cancelling():
+                    break  # the job cancelled its task: that must not reach the next job
                 continue
             except (Exception, asyncio.CancelledError):
                 # Not the job's own error (_run_claimed keeps that as its outcome): as with
                 # a task of its own, the jobs after it still run.
                 jobs.pop()
                 logger.exception("node error after job %s (%s) ran", job.id, job.worker)
+                if task.cancelling():
+                    break
                 continue
             jobs.pop()
             del self._batches[task]
             self._tasks[task] = job
             task.set_name(f"toniq-job-{job.id}")
-            while jobs:
-                later = jobs.pop()
-                cls = workers[later.worker]
-                mine: list[asyncio.Task[None]] = []
-                self._spawn(
-                    cls, later.id, self._run_claimed(later, cls, mine), later, mine, counted=True
-                )
+            self._spawn_rest(jobs)
             await Resume(coro, context, waiting)
             return
         del self._batches[task]
+        self._spawn_rest(jobs)  # left after a job cancelled this task: a task each
+
+    def _spawn_rest(self, jobs: list[ClaimedJob]) -> None:
+        """Start the jobs left of a batch (last first), counted already, a task each."""
+        workers = self._workers
+        while jobs:
+            later = jobs.pop()
+            cls = workers[later.worker]
+            mine: list[asyncio.Task[None]] = []
+            self._spawn(
+                cls, later.id, self._run_claimed(later, cls, mine), later, mine, counted=True
+            )
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         """A batch's task cancelled before it ran (shutdown): its jobs, handed back by
@@ -951,13 +976,14 @@ class Node:
         """Run ``coro`` as a task of its own; ``me`` gets the task, for the coroutine's
         :meth:`_finished` (asyncio.current_task() is Python code in 3.11, and a node calls
         it once a job). ``counted``: the job is in ``_running`` already."""
-        task = asyncio.get_running_loop().create_task(coro, name=f"toniq-job-{job_id}")
-        me.append(task)
-        self._tasks[task] = claim
         if cls is not None and not counted:
             self._running[cls.worker_name] += 1
             if not cls.is_async:
                 self._running_sync += 1
+        task = asyncio.get_running_loop().create_task(coro, name=f"toniq-job-{job_id}")
+        me.append(task)
+        if not task.done():  # an eager task factory (3.12+) may have run it to its end
+            self._tasks[task] = claim
 
     def _finished(self, cls: type[Worker] | None, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
@@ -1042,11 +1068,11 @@ class Node:
                 else:
                     await self._perform(cls, args, kwargs, timeout)
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError) and _cancelled():
-                self._finished(cls, me[0])
+            if isinstance(exc, asyncio.CancelledError) and _task(me) in self._stop_cancelled:
+                self._finished(cls, _task(me))
                 raise  # a stop: handed back to the store by _shutdown
-            # Anything else is the job's failure, a CancelledError it raised itself too
-            # (say, from a task it awaited that something else cancelled).
+            # Anything else is the job's failure, a CancelledError too that no stop sent
+            # (from a task it awaited that something else cancelled, a watchdog...).
             assert cls is not None
             error = JobError.from_exception(exc, attempt=job.attempt, node=self.id)
             retry_in = retry_delay(cls, self.settings, job.attempt)
@@ -1059,7 +1085,7 @@ class Node:
                 retry_in,
                 exc,
             )
-        self._finished(cls, me[0])
+        self._finished(cls, _task(me))
         if error is None:
             self.stats.done += 1
             kind = EventKind.DONE
@@ -1099,7 +1125,7 @@ class Node:
                 exc_info=exc,
             )
         finally:
-            self._finished(job.worker, me[0])
+            self._finished(job.worker, _task(me))
         kind = EventKind.DONE if error is None else EventKind.FAILED
         self._emit(
             JobEvent(
@@ -1202,9 +1228,12 @@ class Node:
                 "waiting up to %gs for %d running job(s)", self.settings.grace_period, len(tasks)
             )
             deadline = time.monotonic() + self.settings.grace_period
-            while not self._force and any(not t.done() for t in tasks):
+            while not self._force:
+                # Again each time: a batch that starts now gives its later jobs tasks of
+                # their own, which the grace period is for too.
+                tasks = [t for t in (*self._tasks, *self._batches) if not t.done()]
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if not tasks or remaining <= 0:
                     break
                 await asyncio.wait(tasks, timeout=min(remaining, 0.1))
         unfinished = [(task, claim) for task, claim in self._tasks.items() if not task.done()]
@@ -1214,7 +1243,8 @@ class Node:
             if not task.done()
             for claim in jobs
         ]
-        for task in {task for task, _ in unfinished}:
+        self._stop_cancelled = {task for task, _ in unfinished}
+        for task in self._stop_cancelled:
             task.cancel()
         if unfinished:
             await asyncio.wait({t for t, _ in unfinished}, timeout=1.0)

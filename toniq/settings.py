@@ -46,6 +46,10 @@ class Settings:
     claim_batch: int = 256
     #: Threads that run ``def perform`` jobs (``async def`` jobs need none).
     threads: int = 64
+    #: Give every ``async def`` job an asyncio task of its own from its start. By default
+    #: the jobs of a claim start one after the other in one task, and a job keeps that task
+    #: as its own from its first ``await`` on: only jobs that never await share it.
+    task_per_job: bool = False
     #: On SIGTERM/SIGINT, how long running jobs may take to finish before they are
     #: handed back to the store.
     grace_period: float = 10.0
@@ -89,10 +93,11 @@ class Settings:
                 least = 0 if f.name == "retries" else 1
                 if isinstance(value, bool) or not isinstance(value, int) or value < least:
                     raise ConfigurationError(f"{f.name} must be an int >= {least}, got {value!r}")
-        if not isinstance(self.insecure_unsigned, bool):
-            raise ConfigurationError(
-                f"insecure_unsigned must be True or False, got {self.insecure_unsigned!r}"
-            )
+        for flag in ("insecure_unsigned", "task_per_job"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigurationError(
+                    f"{flag} must be True or False, got {getattr(self, flag)!r}"
+                )
         parse_secrets(self.secret)  # a bad or short key fails here, not at the first job
         if self.backoff is not None and not callable(self.backoff):
             raise ConfigurationError("backoff must be a function of the attempt number")
