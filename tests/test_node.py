@@ -113,15 +113,9 @@ def test_graceful_stop_hands_unfinished_jobs_back_at_once(app: toniq.Toniq) -> N
     assert app.nodes() == []
 
 
-# With no grace period, the jobs of the claim sent ahead are handed back before the task
-# that would run them has started.
-@pytest.mark.parametrize("grace_period", [0.2, 0.0])
-def test_a_stop_while_a_claim_is_sent_ahead_hands_every_job_back(
-    app: toniq.Toniq, grace_period: float
-) -> None:
-    """A claim that comes back full sends the next one before its jobs start; a stop that
-    comes meanwhile still hands back every job, those of that claim too."""
-    handles = [toniq.enqueue(Sleeper, 30.0) for _ in range(6)]
+def _stop_while_a_claim_is_sent_ahead(app: toniq.Toniq, grace_period: float) -> toniq.Node:
+    """A node with claim_batch=2 whose second claim (sent ahead, while the first claim's
+    jobs start) is held until a stop has begun; returns the node, stopped."""
     backend = app.backend
     real_claim = backend.claim
     calls = 0
@@ -130,7 +124,7 @@ def test_a_stop_while_a_claim_is_sent_ahead_hands_every_job_back(
     def claim(*args: object, **kwargs: object) -> object:
         nonlocal calls
         calls += 1
-        if calls == 2:  # sent while the first claim's two jobs start
+        if calls == 2:
             ahead.set()
             release.wait(10)
         return real_claim(*args, **kwargs)  # type: ignore[arg-type]
@@ -147,6 +141,19 @@ def test_a_stop_while_a_claim_is_sent_ahead_hands_every_job_back(
     release.set()
     stopper.join(10)
     assert not stopper.is_alive() and calls == 2
+    return node
+
+
+# With no grace period, the jobs of the claim sent ahead are handed back before the task
+# that would run them has started.
+@pytest.mark.parametrize("grace_period", [0.2, 0.0])
+def test_a_stop_while_a_claim_is_sent_ahead_hands_every_job_back(
+    app: toniq.Toniq, grace_period: float
+) -> None:
+    """A claim that comes back full sends the next one before its jobs start; a stop that
+    comes meanwhile still hands back every job, those of that claim too."""
+    handles = [toniq.enqueue(Sleeper, 30.0) for _ in range(6)]
+    node = _stop_while_a_claim_is_sent_ahead(app, grace_period)
     assert node.running == 0
     for handle in handles:
         record = handle.info()
@@ -159,31 +166,8 @@ def test_jobs_of_a_claim_sent_ahead_finish_within_the_grace_period(app: toniq.To
     """As above, but the jobs end well within the grace period: every one of them finishes,
     those that got their task during the grace period too (found in review)."""
     handles = [toniq.enqueue(Sleeper, s) for s in (0.1, 0.1, 0.1, 0.6)]
-    backend = app.backend
-    real_claim = backend.claim
-    calls = 0
-    ahead, release = threading.Event(), threading.Event()
-
-    def claim(*args: object, **kwargs: object) -> object:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            ahead.set()
-            release.wait(10)
-        return real_claim(*args, **kwargs)  # type: ignore[arg-type]
-
-    backend.claim = claim  # type: ignore[method-assign, assignment]
-    node = toniq.Node(app, claim_batch=2, grace_period=5.0).start()
-    assert ahead.wait(10)
-    stopper = threading.Thread(target=node.stop)
-    stopper.start()
-    deadline = time.monotonic() + 10
-    while not node._stop_requested:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    release.set()
-    stopper.join(10)
-    assert not stopper.is_alive() and calls == 2 and node.running == 0
+    node = _stop_while_a_claim_is_sent_ahead(app, 5.0)
+    assert node.running == 0
     assert [handle.info() for handle in handles] == [None] * 4
     assert app.counts()[Sleeper.worker_name] == {"done": 4}
 
