@@ -42,7 +42,10 @@ def test_a_job_that_always_raises_runs_retries_plus_one_times(
     assert len(runs) == 4  # retries=3
     gaps = [b - a for a, b in itertools.pairwise(runs)]
     for n, gap in enumerate(gaps, start=1):
-        assert 0.1 * n <= gap < 0.1 * n + 0.5, gaps  # backoff n * 0.1 s, plus the poll lag
+        # Backoff n * 0.1 s, plus the poll lag. The store schedules by the wall clock and
+        # this test measures with time.monotonic(): 5 ms for a wall clock corrected
+        # meanwhile (seen once: two gaps 0.07 and 0.5 ms short, in one second).
+        assert 0.1 * n - 0.005 <= gap < 0.1 * n + 0.5, gaps
     assert record is not None
     assert [e.attempt for e in record.errors] == [1, 2, 3, 4]
     assert [e.message for e in record.errors] == [f"always failed run {i}" for i in range(1, 5)]
