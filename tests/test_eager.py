@@ -168,6 +168,24 @@ def test_a_job_that_raises_cancelled_error_itself_fails_and_the_next_jobs_run(
     assert record.errors[-1].type == "asyncio.exceptions.CancelledError"
 
 
+class LocalCancelsItself(toniq.Worker, name="tests.eager.LocalCancelsItself", persist=False):
+    async def perform(self) -> None:
+        raise asyncio.CancelledError
+
+
+def test_a_persist_false_job_that_raises_cancelled_error_itself_fails(app: toniq.Toniq) -> None:
+    """As for stored jobs: only a stop's cancel is a stop; the node counts a failure."""
+    failed: list[toniq.JobEvent] = []
+    app.subscribe(failed.append)
+    with toniq.Node(app) as node:
+        LocalCancelsItself.enqueue()
+        node.drain()
+        assert node.stats.local_failed == 1 and node.running == 0
+    assert [event.error.type for event in failed if event.error] == [
+        "asyncio.exceptions.CancelledError"
+    ]
+
+
 def test_a_job_that_cancels_its_task_and_returns_leaves_the_next_job_alone(
     app: toniq.Toniq,
 ) -> None:

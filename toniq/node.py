@@ -1107,14 +1107,14 @@ class Node:
         try:
             await self._perform(job.worker, job.args, job.kwargs, job.timeout)
             self.stats.local_done += 1
-        except asyncio.CancelledError:
-            logger.warning(
-                "persist=False job %s (%s) was cancelled by shutdown",
-                job.id,
-                job.worker.worker_name,
-            )
-            raise
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and _task(me) in self._stop_cancelled:
+                logger.warning(
+                    "persist=False job %s (%s) was cancelled by shutdown",
+                    job.id,
+                    job.worker.worker_name,
+                )
+                raise
             self.stats.local_failed += 1
             error = JobError.from_exception(exc, attempt=1, node=self.id)
             logger.error(
