@@ -235,7 +235,8 @@ def test_by_default_jobs_that_never_await_share_their_claims_task(app: toniq.Ton
 
 
 @pytest.mark.skipif(
-    not hasattr(asyncio, "eager_task_factory"), reason="asyncio.eager_task_factory: Python 3.12+"
+    not hasattr(asyncio, "eager_task_factory"),
+    reason="needs asyncio.eager_task_factory, new in Python 3.12 (CI runs 3.11; run it with 3.12)",
 )
 def test_serve_in_a_loop_whose_tasks_start_eagerly(app: toniq.Toniq) -> None:
     """A loop of the user's may run a task's first step inside create_task."""

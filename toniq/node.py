@@ -911,25 +911,22 @@ class Node:
             try:
                 waiting = context.run(coro.send, None)
             except StopIteration:
-                jobs.pop()
-                if task.cancelling():
-                    break  # the job cancelled its task: that must not reach the next job
-                continue
+                pass
             except (Exception, asyncio.CancelledError):
                 # Not the job's own error (_run_claimed keeps that as its outcome): as with
                 # a task of its own, the jobs after it still run.
-                jobs.pop()
                 logger.exception("node error after job %s (%s) ran", job.id, job.worker)
-                if task.cancelling():
-                    break
-                continue
+            else:  # it waits: this task is its own from now on
+                jobs.pop()
+                del self._batches[task]
+                self._tasks[task] = job
+                task.set_name(f"toniq-job-{job.id}")
+                self._spawn_rest(jobs)
+                await Resume(coro, context, waiting)
+                return
             jobs.pop()
-            del self._batches[task]
-            self._tasks[task] = job
-            task.set_name(f"toniq-job-{job.id}")
-            self._spawn_rest(jobs)
-            await Resume(coro, context, waiting)
-            return
+            if task.cancelling():
+                break  # the job cancelled its task: that must not reach the next job
         del self._batches[task]
         self._spawn_rest(jobs)  # left after a job cancelled this task: a task each
 
@@ -1068,8 +1065,11 @@ class Node:
                 else:
                     await self._perform(cls, args, kwargs, timeout)
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError) and _task(me) in self._stop_cancelled:
-                self._finished(cls, _task(me))
+            if (
+                isinstance(exc, asyncio.CancelledError)
+                and (task := _task(me)) in self._stop_cancelled
+            ):
+                self._finished(cls, task)
                 raise  # a stop: handed back to the store by _shutdown
             # Anything else is the job's failure, a CancelledError too that no stop sent
             # (from a task it awaited that something else cancelled, a watchdog...).
@@ -1222,10 +1222,9 @@ class Node:
             # Before the grace period: the loop may have left while armed (a stop that came
             # with a hand-over); nothing more may be handed to a stopping node.
             await self._disarm()
-        tasks = [*self._tasks, *self._batches]
-        if tasks and not self._force:
+        if self._busy and not self._force:
             logger.info(
-                "waiting up to %gs for %d running job(s)", self.settings.grace_period, len(tasks)
+                "waiting up to %gs for %d running job(s)", self.settings.grace_period, self.running
             )
             deadline = time.monotonic() + self.settings.grace_period
             while not self._force:
@@ -1247,7 +1246,7 @@ class Node:
         for task in self._stop_cancelled:
             task.cancel()
         if unfinished:
-            await asyncio.wait({t for t, _ in unfinished}, timeout=1.0)
+            await asyncio.wait(self._stop_cancelled, timeout=1.0)
         # The ack loop may be half-way through a batch: let it finish rather than cancel it
         # (a cancelled executor call that had not started would never run).
         self._closing = True

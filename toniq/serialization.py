@@ -116,7 +116,7 @@ def seal(
         if len(meta) > 0xFFFF:
             raise SerializationError(f"cannot enqueue {worker}: job id or worker name too long")
         signed_part = _META_LEN.pack(len(meta)) + meta + body
-        head = MAGIC + bytes([SIGNED]) + keyring.signing_id
+        head = _SIGNED_MAGIC + keyring.signing_id
         payload = head + keyring.sign(head + signed_part) + signed_part
     if max_size is not None and len(payload) > max_size:
         raise PayloadTooLargeError(
@@ -146,7 +146,7 @@ def seal_many(
             for job_id, (args, kwargs) in zip(ids, calls, strict=True)
         ]
     tail = _meta_tail(worker, enqueued_at)
-    head = MAGIC + bytes([SIGNED]) + keyring.signing_id
+    head = _SIGNED_MAGIC + keyring.signing_id
     mac = keyring.signer()
     payloads: list[bytes] = []
     for job_id, (args, kwargs) in zip(ids, calls, strict=True):
