@@ -339,6 +339,21 @@ def test_enqueue_is_all_or_nothing(backend: Backend) -> None:
     assert backend.counts() == {W: {"available": 1}}
 
 
+def test_one_job_whose_id_is_stored_is_refused_and_changes_nothing(backend: Backend) -> None:
+    """The case of every enqueue() call (on Redis a path of its own): the stored job keeps
+    its record and its payload."""
+    (job,) = new()
+    backend.enqueue([job])
+    again = NewJob(job.id, W, dumps(("other",), {}), time.time() + 5)
+    with pytest.raises(EnqueueError, match="duplicate"):
+        backend.enqueue([again])
+    record = backend.get_job(job.id)
+    assert record is not None and record.enqueued_at == job.enqueued_at
+    assert backend.counts() == {W: {"available": 1}}
+    (claimed,) = backend.claim(node(backend), {W: 10})
+    assert claimed.id == job.id and claimed.payload == job.payload
+
+
 def shared(n: int, run_at: float | None = None, **options: Any) -> list[NewJob]:
     """Jobs as enqueue_many makes them: one worker, one enqueued_at, run_at and options."""
     now, stamp = time.time(), time.monotonic_ns()

@@ -208,12 +208,19 @@ class SQLiteBackend(NoServer):
             )
             for job in jobs
         ]
-        with self._write(EnqueueError) as conn:
-            conn.executemany(
-                "INSERT INTO toniq_jobs (id, worker, state, payload, enqueued_at, run_at, "
-                "options) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        try:
+            with self._write(EnqueueError) as conn:
+                conn.executemany(
+                    "INSERT INTO toniq_jobs (id, worker, state, payload, enqueued_at, run_at, "
+                    "options) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except EnqueueError as exc:
+            # The primary key refused an id (stored already, or twice in the batch): say so,
+            # as the other backends do; the transaction was rolled back.
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise EnqueueError(f"duplicate job id; nothing was stored ({exc})") from exc
+            raise
 
     def _claimable(self, wants: Mapping[str, int]) -> bool:
         """A read (which never waits for the write lock, in WAL mode): is anything due?"""

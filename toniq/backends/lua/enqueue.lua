@@ -139,7 +139,11 @@ if n == 1 then
   -- A node waiting for this worker, if any: its name and the token it armed with.
   local node, token, prefix = nil, nil, ARGV[#ARGV - 1]
   local waiting = KEYS[9 + 2 * m + w]
-  if state == 'available' and prefix ~= '' and redis.call('EXISTS', waiting) == 1 then
+  -- While every node is busy (none armed for this worker, none idle) one EXISTS tells so
+  -- for both keys: a command called from Lua costs about a microsecond before it does
+  -- anything, and this is the case of a queue under load.
+  local nobody_waits = state ~= 'available' or redis.call('EXISTS', waiting, idle) == 0
+  if not nobody_waits and prefix ~= '' and redis.call('EXISTS', waiting) == 1 then
     local armed = KEYS[9 + 2 * m]
     -- Peek rather than pop: the set keeps its expiry while the node stays in it.
     while true do
@@ -200,7 +204,7 @@ if n == 1 then
     redis.call('ZADD', KEYS[4 + 2 * w], run_at, member(seq, id))
   else
     redis.call('ZADD', KEYS[3 + 2 * w], seq, id)
-    if redis.call('EXISTS', idle) == 1 then  -- a read first: DEL is a write
+    if not nobody_waits and redis.call('EXISTS', idle) == 1 then  -- a read first: DEL is a write
       redis.call('DEL', idle)
       redis.call('PUBLISH', ARGV[#ARGV], '1')
     end
