@@ -394,6 +394,10 @@ def render(data: dict[str, Any]) -> str:
                 if w1
                 else ""
             ),
+            "",
+            "Where W1's time goes, and how close an enqueue that is one Lua script can get "
+            "to a bare `LPUSH`: `bench/w1_limit.py` "
+            "([bench/README.md](../bench/README.md#w1s-limit)).",
         ]
     out += ["", "## How it is measured", "", METHOD, "", "## Configuration", ""]
     for name in data["participants"]:
