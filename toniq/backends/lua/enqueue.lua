@@ -95,13 +95,15 @@ if ARGV[1] == '=' then
     .. '}'
   local records, payloads, zset = {}, {}, {}
   for j = 1, n do
+    -- seq as text once, for the record and the score (ZADD would format a number again)
     local id, seq = ids[j], last - n + j
+    local text = string.format('%d', seq)
     records[2 * j - 1] = id
-    records[2 * j] = head .. string.format('%d', seq) .. tail
+    records[2 * j] = head .. text .. tail
     payloads[2 * j - 1] = id
     payloads[2 * j] = ARGV[5 + 2 * j]
     if state == 'available' then
-      zset[2 * j - 1] = seq
+      zset[2 * j - 1] = text
       zset[2 * j] = id
     else
       zset[2 * j - 1] = run_at
