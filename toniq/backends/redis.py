@@ -655,9 +655,10 @@ class RedisBackend:
         """One job on a single Redis, the case of every :meth:`toniq.App.enqueue` call: the
         general form of enqueue.lua for one job (so it may be handed over), sent with the
         parts that do not change from one job of a worker to the next packed once, and no
-        context manager: 11 us less per enqueue than the general path (125 -> 114 us, W1 on
-        2 cores), a third of the gap to a bare LPUSH; see bench/w1_limit.py for the rest."""
-        # _guard()'s checks and translation, inline: its context manager alone was 3 us a job.
+        context manager. With enqueue.lua's one EXISTS while no node waits, an enqueue took
+        9-11 % less time (W1 on 2 cores: 125 -> 114 us); bench/w1_limit.py shows where the
+        rest goes."""
+        # _guard()'s checks and error translation, inline: no context manager per job.
         if self._closed:
             raise self._closed_error(EnqueueError)
         parts = self._one_of.get(job.worker)
@@ -677,7 +678,8 @@ class RedisBackend:
         keys = self._enqueue_keys(worker)
         head = _pack(("EVALSHA", self._scripts["enqueue"].sha, len(keys), *keys, 1, worker))
         tail = _pack((self.prefix, self.key("wake")))
-        count = len(keys) + 5 + 6 + 2
+        # EVALSHA, sha, number of keys, keys, 1, worker; the job's 6 arguments; the tail's 2.
+        count = 3 + len(keys) + 2 + 6 + 2
         # Drop each part's own count (b"*<n>\r\n"); the head gets the whole command's.
         parts = (
             b"*%d\r\n" % count + head[head.index(b"\n") + 1 :],
