@@ -647,8 +647,9 @@ class RedisBackend:
                     last = (job.enqueued_at, job.run_at, job.options)
                     times = self._times(job)
                 args += [job.id, index[job.worker], job.payload, *times]
-            # One job may be handed straight to a waiting node (see enqueue.lua).
-            args += [self.prefix if self.handoff and len(jobs) == 1 else "", self.key("wake")]
+            # No prefix: only one job is ever handed over, and on a single Redis every single
+            # job goes through _enqueue_one (there is no hand-over on a Redis Cluster).
+            args += ["", self.key("wake")]
             self._enqueue_script(keys, args)
 
     def _enqueue_one(self, job: NewJob) -> None:
