@@ -116,10 +116,12 @@ end
 -- 8,000): an even number, so field/value and score/member pairs stay whole.
 local CHUNK = 1000
 
--- One command over a long list of arguments, in chunks: redis.call(cmd, key, values...).
-local function call_in_chunks(cmd, key, values)
-  for c = 1, #values, CHUNK do
-    redis.call(cmd, key, unpack(values, c, math.min(#values, c + CHUNK - 1)))
+-- One command over a long list of arguments, in chunks: redis.call(cmd, key, values...), or
+-- values[first .. last] only (ARGV, say, with no copy of it into a table).
+local function call_in_chunks(cmd, key, values, first, last)
+  last = last or #values
+  for c = first or 1, last, CHUNK do
+    redis.call(cmd, key, unpack(values, c, math.min(last, c + CHUNK - 1)))
   end
 end
 

@@ -93,15 +93,13 @@ if ARGV[1] == '=' then
   local head = '{"worker":' .. cjson.encode(worker) .. ',"attempt":0,"node_deaths":0,"seq":'
   local tail = ',"enqueued_at":' .. cjson.encode(at) .. ',"state":"' .. state .. '"' .. extra
     .. '}'
-  local records, payloads, zset = {}, {}, {}
+  local records, zset = {}, {}
   for j = 1, n do
     -- seq as text once, for the record and the score (ZADD would format a number again)
     local id, seq = ids[j], last - n + j
     local text = string.format('%d', seq)
     records[2 * j - 1] = id
     records[2 * j] = head .. text .. tail
-    payloads[2 * j - 1] = id
-    payloads[2 * j] = ARGV[5 + 2 * j]
     if state == 'available' then
       zset[2 * j - 1] = text
       zset[2 * j] = id
@@ -111,7 +109,9 @@ if ARGV[1] == '=' then
     end
   end
   call_in_chunks('HSET', KEYS[1], records)
-  call_in_chunks('HSET', KEYS[2], payloads)
+  -- id, payload pairs as they came, without copying them into a table: 0.2-0.45 us of
+  -- about 4.5 a job (medians of 7 and 15 interleaved runs of 20 x 1,000 jobs)
+  call_in_chunks('HSET', KEYS[2], ARGV, 6, 5 + 2 * n)
   if state == 'available' then
     call_in_chunks('ZADD', KEYS[5], zset)
     if redis.call('DEL', KEYS[7]) == 1 then
