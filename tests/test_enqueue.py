@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import decimal
 import threading
@@ -165,6 +166,11 @@ def test_enqueue_many_stores_every_job_in_order_and_they_run(app: toniq.Toniq) -
     handles = toniq.enqueue_many(add, [(i, i) for i in range(2_500)])  # three store calls
     assert len(handles) == 2_500 and len({h.id for h in handles}) == 2_500
     assert all(h.persisted and h.worker == add.worker.worker_name for h in handles)
+    # made without __init__ (see JobHandle._stored), they are what __init__ makes
+    twin = toniq.JobHandle(handles[0].id, add.worker.worker_name, True, app)
+    assert handles[0] == twin and hash(handles[0]) == hash(twin) and repr(handles[0]) == repr(twin)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        handles[0].id = "other"  # type: ignore[misc]
     assert app.counts()[add.worker.worker_name] == {"available": 2_500}
     assert [r.id for r in app.jobs("available", limit=3)] == [h.id for h in handles[:3]]
     with toniq.Node(app, claim_batch=1) as node:  # one at a time: the run order is FIFO

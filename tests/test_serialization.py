@@ -62,6 +62,16 @@ def test_seal_many_writes_what_seal_writes_for_each_job() -> None:
         assert many == [
             seal(ring, i, "app.W", AT, a, k) for i, (a, k) in zip(ids, calls, strict=True)
         ]
+    # Ids that need no escaping (every enqueue_many): the meta's text around them is made
+    # once per id length.
+    plain = ["a" * 32, "b" * 32, "c5", "d" * 32]
+    calls4 = [((i,), {}) for i in range(4)]
+    assert seal_many(RING, plain, "app.W", AT, calls4) == [
+        seal(RING, i, "app.W", AT, a, k) for i, (a, k) in zip(plain, calls4, strict=True)
+    ]
+    for too_long in ("x" * 70_000, '"' * 70_000):
+        with pytest.raises(SerializationError, match="too long"):
+            seal_many(RING, ["a", too_long], "w.W", AT, calls4[:2])
     with pytest.raises(SerializationError, match=r"argument 'f' \(function\)"):
         seal_many(RING, ["a", "b"], "w.W", AT, [((1,), {}), ((), {"f": lambda: None})])
     with pytest.raises(PayloadTooLargeError, match="max_payload_size"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import types
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -411,18 +412,29 @@ def _positional_range(signature: inspect.Signature, method: bool) -> tuple[int, 
     return required, len(positional)
 
 
+def positional_fit(cls: type[Worker]) -> tuple[float, float]:
+    """(fewest, most) positional arguments that fit ``cls``'s perform() when no keyword is
+    given: any count if it has no signature to check, none (an empty range) if only
+    ``Signature.bind`` can tell. Lets a loop check a job's arguments by their count."""
+    signature = cls._toniq_signature
+    if signature is None:
+        return 0, math.inf
+    try:
+        fits = _positional_ranges[cls]
+    except KeyError:
+        method = not getattr(cls, "_toniq_is_function", False)
+        fits = _positional_ranges[cls] = _positional_range(signature, method)
+    return (1, 0) if fits is None else fits
+
+
 def check_arguments(cls: type[Worker], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Fail at enqueue, not hours later in a node, when arguments do not fit perform()."""
     signature = cls._toniq_signature
     if signature is None:
         return
     if not kwargs:
-        try:
-            fits = _positional_ranges[cls]
-        except KeyError:
-            method = not getattr(cls, "_toniq_is_function", False)
-            fits = _positional_ranges[cls] = _positional_range(signature, method)
-        if fits is not None and fits[0] <= len(args) <= fits[1]:
+        fewest, most = positional_fit(cls)
+        if fewest <= len(args) <= most:
             return
     try:
         if getattr(cls, "_toniq_is_function", False):
