@@ -7,7 +7,8 @@ script (the charter's rule for every Redis state change) can get::
     python3 bench/run.py --only toniq --workloads W1 --reps 1   # makes bench/.venvs/toniq
     bench/.venvs/toniq/bin/python bench/w1_limit.py [--reps 7] [--n 20000]
 
-Rows (microseconds per call, wall and this process's CPU; rate as % of the bare LPUSH):
+Rows (microseconds per call: wall, this process's CPU, and Redis's time for the command the
+row sends, from INFO commandstats; rate as % of the bare LPUSH):
 
 - ``redis-py LPUSH``: W1's baseline, ``client.lpush(key, i)`` one at a time;
 - ``no script``: toniq's own work for a job (check, pickle, sign) and then one plain RPUSH
@@ -137,23 +138,30 @@ def main() -> None:
             "4-command inbox": inbox_script,
             "toniq enqueue": enqueue,
         }
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in rows}
+        # The command each row sends, whose INFO commandstats time is Redis's share of the
+        # row (a script's includes the commands it calls).
+        sent = {"redis-py LPUSH": "lpush", "no script": "rpush"}
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in rows}
         for rep in range(args.reps):
             for name, run in rows.items():
                 plain.flushdb()
+                plain.config_resetstat()
                 wall, cpu = time.perf_counter(), time.process_time()
                 run()
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                results[name].append((wall / n * 1e6, cpu / n * 1e6))
+                stats = plain.info("commandstats").get(f"cmdstat_{sent.get(name, 'evalsha')}")
+                usec = stats["usec"] if stats else 0.0
+                results[name].append((wall / n * 1e6, cpu / n * 1e6, usec / n))
             print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr)
         app.close()
-        base = statistics.median(w for w, _ in results["redis-py LPUSH"])
+        base = statistics.median(w for w, _, _ in results["redis-py LPUSH"])
         print(f"{n:,} calls, median of {args.reps}, redis-server {server.version}")
-        print(f"{'':20s} {'wall us':>8s} {'cpu us':>7s} {'% of LPUSH':>11s}")
+        print(f"{'':20s} {'wall us':>8s} {'cpu us':>7s} {'redis us':>9s} {'% of LPUSH':>11s}")
         for name, values in results.items():
-            wall = statistics.median(w for w, _ in values)
-            cpu = statistics.median(c for _, c in values)
-            print(f"{name:20s} {wall:8.1f} {cpu:7.1f} {base / wall * 100:10.0f} %")
+            wall = statistics.median(w for w, _, _ in values)
+            cpu = statistics.median(c for _, c, _ in values)
+            redis_us = statistics.median(r for _, _, r in values)
+            print(f"{name:20s} {wall:8.1f} {cpu:7.1f} {redis_us:9.1f} {base / wall * 100:10.0f} %")
 
 
 if __name__ == "__main__":
