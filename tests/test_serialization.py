@@ -65,7 +65,7 @@ def test_seal_many_writes_what_seal_writes_for_each_job() -> None:
     # Ids that need no escaping (every enqueue_many): the meta's text around them is made
     # once per id length.
     plain = ["a" * 32, "b" * 32, "c5", "d" * 32]
-    calls4 = [((i,), {}) for i in range(4)]
+    calls4: list[tuple[tuple[object, ...], dict[str, object]]] = [((i,), {}) for i in range(4)]
     assert seal_many(RING, plain, "app.W", AT, calls4) == [
         seal(RING, i, "app.W", AT, a, k) for i, (a, k) in zip(plain, calls4, strict=True)
     ]

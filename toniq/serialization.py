@@ -157,11 +157,11 @@ def seal_many(
     size, prefix = -1, b""
     payloads: list[bytes] = []
     append = payloads.append
-    for job_id, call in zip(ids, calls, strict=True):
+    for job_id, (args, kwargs) in zip(ids, calls, strict=True):
         try:
-            body = dumps(call, protocol)  # call is (args, kwargs), as pickle_arguments dumps
+            body = dumps((args, kwargs), protocol)  # as pickle_arguments
         except Exception:
-            body = pickle_arguments(*call, worker=worker)  # raises, naming the argument
+            body = pickle_arguments(args, kwargs, worker=worker)  # raises, naming the argument
         if not plain:
             meta = _meta(job_id, worker, enqueued_at)
             if len(meta) > 0xFFFF:
@@ -183,7 +183,7 @@ def seal_many(
         last.update(mac.digest())
         payload = head + last.digest() + signed
         if max_size is not None and len(payload) > max_size:
-            seal(keyring, job_id, worker, enqueued_at, *call, max_size=max_size)  # raises
+            seal(keyring, job_id, worker, enqueued_at, args, kwargs, max_size=max_size)  # raises
         append(payload)
     return payloads
 

@@ -104,7 +104,7 @@ class _HmacSha256:
         per message (see serialization.seal_many). Copy both for each message."""
         inner = self._inner.copy()
         inner.update(prefix)
-        return inner, self._outer
+        return inner, self._outer.copy()
 
 
 class Keyring:
