@@ -7,6 +7,7 @@ import datetime
 import decimal
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,6 +217,8 @@ def test_enqueue_many_checks_every_job_before_storing_any(app: toniq.Toniq) -> N
         toniq.enqueue_many(add, [(1, 2), [3, 4]])
     with pytest.raises(toniq.SerializationError, match="lock"):
         toniq.enqueue_many(Echo, [(1,)] * 1_500 + [{"lock": threading.Lock()}])
+    with pytest.raises(toniq.PayloadTooLargeError, match="max_payload_size"):
+        toniq.enqueue_many(Echo, [(1,)] * 1_500 + [("x" * 2_000_000,)])  # in the second batch
     with pytest.raises(toniq.NotAWorkerError):
         toniq.enqueue_many("tests.Echo", [(1,)])
     assert app.counts() == {}
@@ -227,12 +230,12 @@ def test_enqueue_many_reports_what_was_stored_when_the_store_fails_part_way(
     real = app._store_batch
     calls = 0
 
-    def fail_second(jobs: list[toniq.job.NewJob]) -> None:  # a fault injected in toniq itself
+    def fail_second(jobs: list[toniq.job.NewJob], *overlap: Any) -> None:  # a fault in toniq
         nonlocal calls
         calls += 1
         if calls == 2:
             raise toniq.EnqueueError("the store went away")
-        real(jobs)
+        real(jobs, *overlap)
 
     monkeypatch.setattr(app, "_store_batch", fail_second)
     with pytest.raises(toniq.EnqueueError, match="1000 of 2500 jobs were stored") as caught:

@@ -173,6 +173,25 @@ def test_scripts_load_again_after_the_script_cache_is_flushed(
     assert backend.counts() == {W: {"done": 3}}
 
 
+def test_enqueue_overlapping_calls_meanwhile_once_while_redis_works(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    # enqueue_many signs its next batch in `meanwhile`: between the send and the read, so
+    # the batch is on its way (or stored) when it runs; once, also if the scripts are lost.
+    seen: list[int] = []
+    jobs = new(4)
+    backend.enqueue(jobs[:1])  # loads the scripts
+    backend.enqueue_overlapping(jobs[1:3], lambda: seen.append(backend.counts()[W]["available"]))
+    client.script_flush()  # NOSCRIPT: loaded and sent again, meanwhile not called again
+    backend.enqueue_overlapping(jobs[3:], lambda: seen.append(-1))
+    assert len(seen) == 2 and seen[0] in (1, 3) and seen[1] == -1
+    assert backend.counts() == {W: {"available": 4}}
+    # a duplicate: the batch is refused as by enqueue(), after meanwhile ran
+    with pytest.raises(EnqueueError, match="duplicate"):
+        backend.enqueue_overlapping(new(1) + jobs[:1], lambda: seen.append(0))
+    assert seen[-1] == 0 and backend.counts() == {W: {"available": 4}}
+
+
 def test_all_keys_of_a_queue_share_one_hash_tag(backend: RedisBackend, client: redis.Redis) -> None:
     n = node(backend)
     backend.enqueue(new(4) + new(1, run_at=HELD) + new(1, "other.Worker"))

@@ -501,12 +501,28 @@ class RedisBackend:
             return error(f"{what}: cannot reach {self.url}: {exc}")
         return error(f"{what}: {self.url}: {exc}")
 
-    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _run(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Any:
+        """Run a script; ``meanwhile``: see :meth:`_roundtrip`."""
         if self._pool is None:  # Redis Cluster: redis-py routes the script to its slot
-            return self._scripts[name](keys=list(keys), args=list(args))
-        return self._eval(self._scripts[name], keys, args)
+            reply = self._scripts[name](keys=list(keys), args=list(args))
+            if meanwhile is not None:
+                meanwhile()
+            return reply
+        return self._eval(self._scripts[name], keys, args, meanwhile)
 
-    def _eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _eval(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Any:
         """EVALSHA on a single Redis, on a connection of our own: one send and one read.
 
         Every enqueue, claim and ack is one script call, so redis-py's per-command
@@ -519,11 +535,18 @@ class RedisBackend:
         # hiredis packs the command in C (redis-py's encoder loop took 5 us for an enqueue);
         # packed before a connection is taken, so a bad argument cannot leak one.
         packed = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
-        return self._roundtrip(packed, script)
+        return self._roundtrip(packed, script, meanwhile)
 
-    def _roundtrip(self, packed: bytes, script: Script | None = None) -> Any:
+    def _roundtrip(
+        self,
+        packed: bytes,
+        script: Script | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Any:
         """Send one packed command on an idle connection of our own and read its reply
-        (see :meth:`_eval`); ``script``: load it and send again if the server lost it."""
+        (see :meth:`_eval`); ``script``: load it and send again if the server lost it;
+        ``meanwhile``: called once between the send and the read, while the server works
+        (it must not raise)."""
         command = [packed]
         lanes = self._lanes
         if self._pid != os.getpid():
@@ -547,6 +570,8 @@ class RedisBackend:
         try:
             try:
                 conn.send_packed_command(command, check_health=False)
+                if meanwhile is not None:
+                    meanwhile()
                 reply = conn.read_response()
             except redis.exceptions.NoScriptError:
                 if script is None:
@@ -608,7 +633,18 @@ class RedisBackend:
         else:
             self._enqueue_batch(jobs)
 
-    def _enqueue_batch(self, jobs: Sequence[NewJob]) -> None:
+    def enqueue_overlapping(self, jobs: Sequence[NewJob], meanwhile: Callable[[], None]) -> None:
+        """:meth:`enqueue`, calling ``meanwhile`` once while Redis stores the jobs: after
+        they were sent, before the reply is read (on a Redis Cluster, after the reply). Not
+        called if they could not be sent. ``meanwhile`` must not raise.
+
+        How :meth:`toniq.App.enqueue_many` signs its next batch of 1,000 while Redis stores
+        this one: client and server work one beside the other instead of in turn."""
+        self._enqueue_batch(jobs, meanwhile)
+
+    def _enqueue_batch(
+        self, jobs: Sequence[NewJob], meanwhile: Callable[[], None] | None = None
+    ) -> None:
         with self._guard("enqueue", EnqueueError):
             if not jobs:
                 return
@@ -636,7 +672,7 @@ class RedisBackend:
                 for job in jobs:
                     args += [job.id, job.payload]
                 args += ["", self.key("wake")]
-                self._enqueue_script(keys, args)
+                self._enqueue_script(keys, args, meanwhile)
                 return
             args = [len(workers), *workers]
             # Jobs in a row often share their times and options: format each once.
@@ -650,7 +686,7 @@ class RedisBackend:
             # No prefix: only one job is ever handed over, and on a single Redis every single
             # job goes through _enqueue_one (there is no hand-over on a Redis Cluster).
             args += ["", self.key("wake")]
-            self._enqueue_script(keys, args)
+            self._enqueue_script(keys, args, meanwhile)
 
     def _enqueue_one(self, job: NewJob) -> None:
         """One job on a single Redis, the case of every :meth:`toniq.App.enqueue` call: the
@@ -698,9 +734,11 @@ class RedisBackend:
             json.dumps(job.options) if job.options else "",
         )
 
-    def _enqueue_script(self, keys: list[str], args: list[Any]) -> None:
+    def _enqueue_script(
+        self, keys: list[str], args: list[Any], meanwhile: Callable[[], None] | None = None
+    ) -> None:
         try:
-            self._run("enqueue", keys, args)
+            self._run("enqueue", keys, args, meanwhile)
         except redis.ResponseError as exc:
             duplicate = _duplicate(exc)
             if duplicate is not None:
