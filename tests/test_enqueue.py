@@ -181,6 +181,25 @@ def test_enqueue_many_stores_every_job_in_order_and_they_run(app: toniq.Toniq) -
     ]
 
 
+def test_enqueue_many_on_redis_signs_each_next_batch_while_redis_stores_one(
+    app: toniq.Toniq, backend_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overlapped: list[int] = []
+    kind = type(app.backend)
+    real = getattr(kind, "enqueue_overlapping", None)
+    if real is not None:
+
+        def spy(self: Any, jobs: list[toniq.job.NewJob], meanwhile: Any) -> None:
+            overlapped.append(len(jobs))
+            real(self, jobs, meanwhile)
+
+        monkeypatch.setattr(kind, "enqueue_overlapping", spy)
+    handles = toniq.enqueue_many(add, [(i, i) for i in range(2_500)])
+    # the last batch has no next one to sign: stored as before
+    assert overlapped == ([1_000, 1_000] if backend_kind.startswith("redis") else [])
+    assert [r.id for r in app.jobs("available", limit=2_500)] == [h.id for h in handles]
+
+
 def test_enqueue_many_takes_tuples_and_dicts_and_every_form_of_worker(app: toniq.Toniq) -> None:
     Echo.enqueue_many([(1,), {"x": 2}])
     toniq.enqueue_many(Echo.with_options(delay=3600), [("later",)])
