@@ -114,13 +114,17 @@ def seal(
     else:
         meta = _meta(job_id, worker, enqueued_at)
         if len(meta) > 0xFFFF:
-            raise SerializationError(f"cannot enqueue {worker}: job id or worker name too long")
+            _too_long(worker)
         signed_part = _META_LEN.pack(len(meta)) + meta + body
         head = _SIGNED_MAGIC + keyring.signing_id
         payload = head + keyring.sign(head + signed_part) + signed_part
     if max_size is not None and len(payload) > max_size:
         _too_large(worker, len(payload), max_size)
     return payload
+
+
+def _too_long(worker: str) -> NoReturn:
+    raise SerializationError(f"cannot enqueue {worker}: job id or worker name too long")
 
 
 def _too_large(worker: str, size: int, max_size: int) -> NoReturn:
@@ -172,9 +176,7 @@ def sign_many(
     Raises as :func:`seal` does, at the first job that fails."""
     if not keyring.signs:
         unsigned = MAGIC + bytes([UNSIGNED])
-        if len(ids) != len(bodies):
-            raise ValueError("sign_many takes one id per pickle")
-        payloads = [unsigned + body for body in bodies]
+        payloads = [unsigned + body for _, body in zip(ids, bodies, strict=True)]
         for payload in payloads:
             if max_size is not None and len(payload) > max_size:
                 _too_large(worker, len(payload), max_size)
@@ -193,16 +195,14 @@ def sign_many(
         if not plain:
             meta = _meta(job_id, worker, enqueued_at)
             if len(meta) > 0xFFFF:
-                raise SerializationError(f"cannot enqueue {worker}: job id or worker name too long")
-            signed = _META_LEN.pack(len(meta)) + meta + body
+                _too_long(worker)
+            signed = pack(len(meta)) + meta + body
         else:
             if len(job_id) != size:
                 size = len(job_id)
                 length = len(tail) + size + 7  # {"id":" + id + tail
                 if length > 0xFFFF:
-                    raise SerializationError(
-                        f"cannot enqueue {worker}: job id or worker name too long"
-                    )
+                    _too_long(worker)
                 prefix = pack(length) + b'{"id":"'
             signed = b"%b%b%b%b" % (prefix, job_id.encode(), tail, body)
         mac = inner.copy()
