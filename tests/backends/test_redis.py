@@ -157,6 +157,109 @@ def test_a_forked_child_uses_connections_of_its_own(backend: RedisBackend) -> No
     assert backend.counts() == {W: {"available": 7}}
 
 
+def lane_address(backend: RedisBackend) -> str:
+    """host:port of the one idle connection's local end, as CLIENT LIST names it."""
+    (conn,) = backend._lanes
+    host, port = conn._sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def test_an_idle_connection_the_server_closed_is_replaced_before_anything_is_sent(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    backend.enqueue(new(1))
+    before = lane_address(backend)
+    assert client.client_kill(before)  # as a restart or the server's idle timeout would
+    backend.enqueue(new(1))  # not an error: nothing had been sent on the closed one
+    assert lane_address(backend) != before
+    assert backend.counts() == {W: {"available": 2}}
+
+
+def test_an_idle_connection_with_a_reply_waiting_is_not_used(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    import select
+
+    backend.enqueue(new(1))
+    before = lane_address(backend)
+    (conn,) = backend._lanes
+    conn.send_command("PING")  # a reply nobody reads: the connection is out of step
+    assert select.select([conn._sock], [], [], 5)[0]
+    jobs = new(2)
+    backend.enqueue(jobs)  # its reply must not be taken for the PING's
+    assert lane_address(backend) != before
+    assert backend.counts() == {W: {"available": 3}}
+    with pytest.raises(EnqueueError, match="exists"):  # and the next reply is its own
+        backend.enqueue(jobs[:1])
+    assert backend.claim(node(backend), {W: 1})[0].id.startswith("job-")
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_replies_are_read_off_the_socket_with_the_connection_s_own_reader(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch, protocol: int
+) -> None:
+    # The round trip of every script reads with hiredis directly (redis-py's read_response
+    # cost a tenth of an enqueue); if a redis-py release moved what it uses, this fails
+    # rather than toniq silently taking the slower path.
+    assert backend._pool is not None
+    backend._pool.connection_kwargs["protocol"] = protocol
+    backend.enqueue(new(1))
+    (conn,) = backend._lanes
+
+    def unused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("redis-py's read path was used")
+
+    monkeypatch.setattr(conn, "read_response", unused)
+    monkeypatch.setattr(conn, "send_packed_command", unused)
+    jobs = new(3)
+    backend.enqueue(jobs)
+    with pytest.raises(EnqueueError, match="exists"):
+        backend.enqueue(jobs[1:2])
+    claimed = backend.claim(node(backend), {W: 4})
+    assert len(claimed) == 4
+    assert backend.ack("n1", [Outcome(c.id, c.token, W) for c in claimed]).accepted == 4
+    assert backend._lanes[0] is conn
+
+
+def test_a_resp3_push_before_a_reply_is_passed_over(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    # The lane is subscribed to the wake-up channel, and enqueue.lua publishes on it (a
+    # node is idle): the message reaches the lane before the script's reply.
+    assert backend._pool is not None
+    backend._pool.connection_kwargs["protocol"] = 3
+    backend.enqueue(new(1))
+    (conn,) = backend._lanes
+    conn.send_command("SUBSCRIBE", "toniq:{q}:wake")
+    assert conn.read_response(push_request=True)[0] in (b"subscribe", "subscribe")
+    before = lane_address(backend)
+    client.set("toniq:{q}:idle", 1)
+    jobs = new(1)
+    backend.enqueue(jobs)
+    assert not client.exists("toniq:{q}:idle")  # it published
+    with pytest.raises(EnqueueError, match="exists"):
+        backend.enqueue(jobs)
+    assert lane_address(backend) == before  # in step all along: the push, then the reply
+    assert backend.counts() == {W: {"available": 2}}
+
+
+def test_round_trips_work_with_redis_py_s_own_parser(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    from redis._parsers import _RESP2Parser, _RESP3Parser  # without hiredis
+
+    assert backend._pool is not None
+    backend._pool.connection_kwargs["parser_class"] = _RESP2Parser  # RESP3's if need be
+    jobs = new(2)
+    backend.enqueue(jobs)
+    assert isinstance(backend._lanes[0]._parser, (_RESP2Parser, _RESP3Parser))
+    with pytest.raises(EnqueueError, match="exists"):
+        backend.enqueue(jobs[:1])
+    client.client_kill(lane_address(backend))
+    claimed = backend.claim(node(backend), {W: 2})
+    assert [c.id for c in claimed] == [j.id for j in jobs]
+
+
 def test_scripts_load_again_after_the_script_cache_is_flushed(
     backend: RedisBackend, client: redis.Redis
 ) -> None:

@@ -78,6 +78,7 @@ import math
 import os
 import re
 import secrets
+import select
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -86,6 +87,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import hiredis
 import redis
 from hiredis import pack_command
 from redis.backoff import NoBackoff
@@ -294,6 +296,97 @@ def _driver_kwargs() -> dict[str, Any]:
 
 
 _DRIVER = _driver_kwargs()
+
+
+_HAS_POLL = hasattr(select, "poll")
+#: What a RESP3 push message reads as (hiredis 3.2 and newer), or None.
+_PUSH: type | None = getattr(hiredis, "PushNotification", None)
+
+
+def _stale(conn: Any) -> bool:
+    """Whether an idle connection has something to read: the server closed it (a restart,
+    a timeout) or it is out of step. The checks of redis-py's
+    :meth:`~redis.Connection.can_read` (hiredis), without its wrapping (see
+    :func:`_exchange`)."""
+    sock = getattr(conn, "_sock", None)
+    reader: Any = getattr(conn._parser, "_reader", None)
+    if sock is None:
+        return False  # connects on first use
+    try:
+        if not hasattr(reader, "has_data") or not _HAS_POLL:
+            return bool(conn.can_read())
+        if reader.has_data() or (hasattr(sock, "pending") and sock.pending()):
+            return True  # a reply was waiting (TLS: decrypted bytes above the socket)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))  # data, or the server's end of the connection
+    except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
+        return True
+
+
+def _exchange(conn: Any, packed: bytes, meanwhile: Callable[[], None] | None = None) -> Any:
+    """Send ``packed`` on ``conn`` and read its one reply, raising what
+    :meth:`redis.Connection.read_response` raises (a connection it cannot use any more is
+    the caller's to disconnect).
+
+    With hiredis (a dependency), the socket and the parser's reader are used directly: the
+    same reader redis-py feeds, so the two never get out of step, without the bookkeeping
+    redis-py wraps around each send and read. With :func:`_stale`, an enqueue runs 6 % fewer
+    instructions (121.6k -> 114.1k under callgrind) and takes 4-7 % less CPU; 8 threads
+    enqueueing at once went from 11.6k to 14.5k jobs/s on 2 cores (median of 10 interleaved
+    pairs), while one thread's rate moved less than the noise. A parser without a hiredis
+    reader takes redis-py's path."""
+    if getattr(conn, "_sock", None) is None:
+        conn.connect()  # what send_packed_command() would do first
+    sock = getattr(conn, "_sock", None)
+    reader: Any = getattr(conn._parser, "_reader", None)
+    buffer = getattr(conn._parser, "_buffer", None)
+    if sock is None or not isinstance(buffer, bytearray) or not hasattr(reader, "has_data"):
+        conn.send_packed_command([packed], check_health=False)
+        if meanwhile is not None:
+            meanwhile()
+        return conn.read_response()
+    if reader.has_data():
+        raise redis.ConnectionError("connection out of step: a reply was waiting")
+    pending = reader.gets()  # from an empty reader: its "not enough data" value
+    try:
+        sock.sendall(packed)
+    except OSError as exc:
+        raise _io_error(exc) from exc
+    if meanwhile is not None:
+        meanwhile()
+    reply = pending
+    while reply is pending or (_PUSH is not None and isinstance(reply, _PUSH)):
+        if reply is pending:
+            try:
+                count = sock.recv_into(buffer)
+            except OSError as exc:
+                raise _io_error(exc) from exc
+            if not count:
+                raise redis.ConnectionError("Connection closed by server.")
+            reader.feed(buffer, 0, count)
+        else:  # RESP3: a push message before the reply
+            handle = getattr(conn._parser, "handle_push_response", None)
+            if handle is not None:
+                # As read_response() does. A handler that disconnects (redis-py's
+                # maintenance notices) makes the next recv fail: a ConnectionError.
+                handle(reply)
+        reply = reader.gets()
+    # The reader makes error replies (NOSCRIPT, TONIQ_DUPLICATE...) into exceptions and
+    # returns them, as redis-py's parser would: raised here, as read_response() does.
+    if isinstance(reply, (redis.ResponseError, redis.ConnectionError)):
+        raise reply
+    if isinstance(reply, list) and reply and isinstance(reply[0], redis.ConnectionError):
+        raise reply[0]  # as redis-py's parser does
+    return reply
+
+
+def _io_error(exc: OSError) -> redis.RedisError:
+    """redis-py's exception for a failed send or read, as its own methods raise them."""
+    if isinstance(exc, TimeoutError) and exc.errno is None:  # the socket's timeout
+        return redis.TimeoutError("Timeout talking to the server")
+    # Anything else, a dead peer's ETIMEDOUT included: the connection is gone.
+    return redis.ConnectionError(f"Error talking to the server: {exc}")
 
 
 def _claimed_jobs(flat: list[Any]) -> list[ClaimedJob]:
@@ -547,7 +640,6 @@ class RedisBackend:
         (see :meth:`_eval`); ``script``: load it and send again if the server lost it;
         ``meanwhile``: called once between the send and the read, while the server works
         (it must not raise)."""
-        command = [packed]
         lanes = self._lanes
         if self._pid != os.getpid():
             lanes.clear()
@@ -561,27 +653,19 @@ class RedisBackend:
             # As redis-py's pool does: an idle connection with something to read was
             # closed by the server (a restart, a timeout) or is out of step; start afresh
             # before sending, which is safe: nothing was sent on it yet.
-            try:
-                stale = conn._sock is not None and conn.can_read()
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                stale = True
-            if stale:
+            if _stale(conn):
                 conn.disconnect()
         try:
             try:
-                conn.send_packed_command(command, check_health=False)
-                if meanwhile is not None:
-                    meanwhile()
-                reply = conn.read_response()
+                reply = _exchange(conn, packed, meanwhile)
             except redis.exceptions.NoScriptError:
                 if script is None:
                     raise
                 # The server lost its scripts (a restart, SCRIPT FLUSH): the script did not
                 # run, so loading it and calling again runs it once.
-                conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", script.script))
-                conn.read_response()
-                conn.send_packed_command(command, check_health=False)
-                reply = conn.read_response()
+                load: tuple[Any, ...] = ("SCRIPT", "LOAD", script.script)
+                _exchange(conn, pack_command(load))
+                reply = _exchange(conn, packed)
         except redis.ResponseError:
             self._put_back(conn)  # an error reply: the connection is in step
             raise
