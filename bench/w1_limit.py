@@ -5,7 +5,7 @@ repetitions. It shows how close to a bare redis-py round trip an enqueue that is
 script (the charter's rule for every Redis state change) can get::
 
     python3 bench/run.py --only toniq --workloads W1 --reps 1   # makes bench/.venvs/toniq
-    bench/.venvs/toniq/bin/python bench/w1_limit.py [--reps 7] [--n 20000]
+    bench/.venvs/toniq/bin/python bench/w1_limit.py [--reps 7] [--n 20000] [--steps]
 
 Rows (microseconds per call: wall, this process's CPU, and Redis's time for the command the
 row sends, from INFO commandstats; rate as % of the bare LPUSH):
@@ -22,6 +22,10 @@ row sends, from INFO commandstats; rate as % of the bare LPUSH):
   payload (checked for a duplicate id), append the id to a per-worker list, check for a
   waiting node; the record, sequence number and queue entry would be made by the next claim;
 - ``toniq enqueue``: ``app.enqueue``, as W1 measures it.
+
+``--steps`` prints instead where Redis's time in enqueue.lua goes for one job: the script
+is cut short (``return 1``) after each of its steps in turn, and each row is Redis's time per
+call up to there, with what that step added.
 
 It uses toniq's private parts (``App._prepare``, ``RedisBackend._roundtrip``): a measurement
 tool, not an example.
@@ -41,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis
 import toniq
 from hiredis import pack_command
+from toniq.backends.redis import script_source
 
 from run import RedisServer
 
@@ -62,6 +67,36 @@ return 1
 """
 
 
+#: enqueue.lua's one-job path, step by step: (name, text the step starts with, text it ends
+#: with); the script is cut right after the end text. "call" cuts before everything.
+STEPS = (
+    ("call a script (12 keys, 10 arguments)", None, None),
+    ("+ its helpers and arguments", "if n == 1 then", "if n == 1 then\n"),
+    ("+ duplicate check (HEXISTS)", "redis.call('HEXISTS', KEYS[1], id)", "  end\n"),
+    ("+ sequence number (INCRBY)", "  local seq = redis.call('INCRBY'", "\n"),
+    ("+ worker set (SISMEMBER)", "  local state, extra = first_of_worker(", "\n"),
+    ("+ waiting or idle node (EXISTS)", "  local nobody_waits = ", "\n"),
+    ("+ the record (HSET)", "  redis.call('HSET', KEYS[1], id, head", "}')\n"),
+    ("+ the payload (HSET)", "  redis.call('HSET', KEYS[2], id, ARGV[first + 2])", "\n"),
+    ("+ the queue entry (ZADD), all of it", "", ""),
+)
+
+
+def cut_after(source: str, start: str | None, end: str | None) -> str:
+    """enqueue.lua returning 1 right after a step (before everything for start None; the
+    whole script for start "")."""
+    if start is None:
+        return "if true then return 1 end\n" + source
+    if start == "":
+        return source
+    at = source.find(start, source.find("if n == 1 then"))  # in the one-job path
+    stop = source.find(end or "", at)
+    if at < 0 or stop < 0:
+        raise SystemExit(f"--steps: enqueue.lua changed, no {start!r} in it; update STEPS")
+    stop += len(end or "")
+    return source[:stop] + "if true then return 1 end\n" + source[stop:]
+
+
 class Noop(toniq.Worker, name="bench.noop"):
     async def perform(self, i: int) -> None:
         pass
@@ -71,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--steps", action="store_true", help="where enqueue.lua's time goes")
     args = parser.parse_args()
     n = args.n
     with RedisServer() as server:
@@ -130,6 +166,22 @@ def main() -> None:
             for i in range(n):
                 app.enqueue(Noop, i)
 
+        def with_script(source: str) -> Callable[[], None]:
+            """app.enqueue with enqueue.lua replaced by ``source``."""
+            script = plain.register_script(source)
+            script.sha = plain.script_load(source)
+
+            def run() -> None:
+                backend._scripts["enqueue"] = script  # type: ignore[attr-defined]
+                backend._one_of.clear()  # type: ignore[attr-defined]
+                try:
+                    enqueue()
+                finally:
+                    backend._scripts["enqueue"] = real  # type: ignore[attr-defined]
+                    backend._one_of.clear()  # type: ignore[attr-defined]
+
+            return run
+
         rows: dict[str, Callable[[], None]] = {
             "redis-py LPUSH": lpush,
             "no script": no_script,
@@ -138,6 +190,9 @@ def main() -> None:
             "4-command inbox": inbox_script,
             "toniq enqueue": enqueue,
         }
+        if args.steps:
+            source = script_source("enqueue")
+            rows = {name: with_script(cut_after(source, a, b)) for name, a, b in STEPS}
         # The command each row sends, whose INFO commandstats time is Redis's share of the
         # row (a script's includes the commands it calls).
         sent = {"redis-py LPUSH": "lpush", "no script": "rpush"}
@@ -154,6 +209,16 @@ def main() -> None:
                 results[name].append((wall / n * 1e6, cpu / n * 1e6, usec / n))
             print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr)
         app.close()
+        if args.steps:
+            print(f"{n:,} app.enqueue calls, median of {args.reps}, redis-server {server.version}")
+            print(f"{'enqueue.lua cut after':40s} {'Redis us':>9s} {'step':>6s} {'wall us':>8s}")
+            before = 0.0
+            for name, values in results.items():
+                redis_us = statistics.median(r for _, _, r in values)
+                wall = statistics.median(w for w, _, _ in values)
+                print(f"{name:40s} {redis_us:9.1f} {redis_us - before:+6.1f} {wall:8.1f}")
+                before = redis_us
+            return
         base = statistics.median(w for w, _, _ in results["redis-py LPUSH"])
         print(f"{n:,} calls, median of {args.reps}, redis-server {server.version}")
         print(f"{'':20s} {'wall us':>8s} {'cpu us':>7s} {'redis us':>9s} {'% of LPUSH':>11s}")
