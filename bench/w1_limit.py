@@ -116,8 +116,6 @@ def main() -> None:
         app.enqueue(Noop, -1)  # connects, loads the scripts
         backend = app.backend
         real = backend._scripts["enqueue"]  # type: ignore[attr-defined]
-        nothing = plain.register_script("return 1")
-        nothing.sha = plain.script_load(nothing.script)
         smallest = plain.script_load(SMALLEST)
         deferred = plain.script_load(INBOX)
         inbox, jobs, idle = "toniq:{x}:inbox", backend.key("jobs"), backend.key("idle")  # type: ignore[attr-defined]
@@ -136,15 +134,6 @@ def main() -> None:
                 job = prepare(Noop, (i,), {})[2]
                 assert job is not None
                 roundtrip(pack_command(("RPUSH", inbox, job.payload)))
-
-        def return_1() -> None:
-            backend._scripts["enqueue"] = nothing  # type: ignore[attr-defined]
-            backend._one_of.clear()  # type: ignore[attr-defined]
-            try:
-                enqueue()
-            finally:
-                backend._scripts["enqueue"] = real  # type: ignore[attr-defined]
-                backend._one_of.clear()  # type: ignore[attr-defined]
 
         def three() -> None:
             for i in range(n):
@@ -185,7 +174,7 @@ def main() -> None:
         rows: dict[str, Callable[[], None]] = {
             "redis-py LPUSH": lpush,
             "no script": no_script,
-            'script "return 1"': return_1,
+            'script "return 1"': with_script("return 1"),
             "3-command script": three,
             "4-command inbox": inbox_script,
             "toniq enqueue": enqueue,

@@ -303,18 +303,30 @@ _HAS_POLL = hasattr(select, "poll")
 _PUSH: type | None = getattr(hiredis, "PushNotification", None)
 
 
+def _hiredis_parts(conn: Any) -> tuple[Any, Any, bytearray] | None:
+    """A connected connection's socket, hiredis reader and read buffer, which
+    :func:`_stale` and :func:`_exchange` use directly; None if its parser has no hiredis
+    reader (they use redis-py's methods then)."""
+    sock = getattr(conn, "_sock", None)
+    reader = getattr(conn._parser, "_reader", None)
+    buffer = getattr(conn._parser, "_buffer", None)
+    if sock is None or not isinstance(buffer, bytearray) or not hasattr(reader, "has_data"):
+        return None
+    return sock, reader, buffer
+
+
 def _stale(conn: Any) -> bool:
     """Whether an idle connection has something to read: the server closed it (a restart,
     a timeout) or it is out of step. The checks of redis-py's
     :meth:`~redis.Connection.can_read` (hiredis), without its wrapping (see
     :func:`_exchange`)."""
-    sock = getattr(conn, "_sock", None)
-    reader: Any = getattr(conn._parser, "_reader", None)
-    if sock is None:
+    if getattr(conn, "_sock", None) is None:
         return False  # connects on first use
+    parts = _hiredis_parts(conn)
     try:
-        if not hasattr(reader, "has_data") or not _HAS_POLL:
+        if parts is None or not _HAS_POLL:
             return bool(conn.can_read())
+        sock, reader, _ = parts
         if reader.has_data() or (hasattr(sock, "pending") and sock.pending()):
             return True  # a reply was waiting (TLS: decrypted bytes above the socket)
         poller = select.poll()
@@ -338,14 +350,13 @@ def _exchange(conn: Any, packed: bytes, meanwhile: Callable[[], None] | None = N
     reader takes redis-py's path."""
     if getattr(conn, "_sock", None) is None:
         conn.connect()  # what send_packed_command() would do first
-    sock = getattr(conn, "_sock", None)
-    reader: Any = getattr(conn._parser, "_reader", None)
-    buffer = getattr(conn._parser, "_buffer", None)
-    if sock is None or not isinstance(buffer, bytearray) or not hasattr(reader, "has_data"):
+    parts = _hiredis_parts(conn)
+    if parts is None:
         conn.send_packed_command([packed], check_health=False)
         if meanwhile is not None:
             meanwhile()
         return conn.read_response()
+    sock, reader, buffer = parts
     if reader.has_data():
         raise redis.ConnectionError("connection out of step: a reply was waiting")
     pending = reader.gets()  # from an empty reader: its "not enough data" value
