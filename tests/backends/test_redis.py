@@ -134,7 +134,12 @@ def test_closing_while_other_threads_enqueue_leaves_no_connection_open(
         thread.join(10)
     assert errors == []
     assert not backend._lanes
-    # Each thread held its own connection at some point; none outlives close().
+    # Each thread held its own connection at some point; none outlives close(). Redis sees
+    # a closed connection at a later turn of its event loop, which may come after it
+    # answers CLIENT LIST (seen once on Redis 6.2): asked again for a few seconds.
+    deadline = time.monotonic() + 5
+    while len(client.client_list()) > before and time.monotonic() < deadline:
+        pass
     assert len(client.client_list()) <= before
 
 
