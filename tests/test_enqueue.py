@@ -96,15 +96,24 @@ def test_per_enqueue_options_never_collide_with_job_arguments(app: toniq.Toniq) 
 
 
 def test_closed_store_gives_a_clear_error(app: toniq.Toniq) -> None:
+    import asyncio
+
+    toniq.enqueue(Echo, 1)  # the store is open (enqueue_async takes another path then)
     app.close()
-    with pytest.raises(toniq.StoreError):
+    with pytest.raises(toniq.EnqueueError, match="closed"):
         toniq.enqueue(Echo, 1)
+    with pytest.raises(toniq.EnqueueError, match="closed"):
+        asyncio.run(toniq.enqueue_async(Echo, 1))
 
 
 def test_unreachable_store_gives_a_clear_error(tmp_path: Path) -> None:
+    import asyncio
+
     app = toniq.Toniq(url=f"sqlite:///{tmp_path / 'missing' / 'x.sqlite3'}")
     with pytest.raises(toniq.EnqueueError, match="does not exist"):
         app.enqueue(Echo, 1)
+    with pytest.raises(toniq.EnqueueError, match="does not exist"):
+        asyncio.run(app.enqueue_async(Echo, 1))
     assert not (tmp_path / "missing").exists()
 
 

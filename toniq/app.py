@@ -337,13 +337,20 @@ class Toniq:
         return JobHandle(job.id, job.worker, True, self)
 
     async def enqueue_async(self, target: Any, /, *args: Any, **kwargs: Any) -> JobHandle:
-        """The async twin of :meth:`enqueue`: the store is written off the event loop."""
+        """The async twin of :meth:`enqueue`: the event loop does not wait on the store. On
+        Redis the loop itself watches for the reply; on SQLite the store is written from a
+        thread. (The arguments are pickled and signed on the loop.)
+
+        Example::
+
+            handle = await app.enqueue_async(SendEmail, "a@example.com")
+        """
         cls, options, job = self._prepare(target, args, kwargs)
         if self.interceptor is not None:
             return await self.interceptor.enqueue_async(self, cls, args, kwargs, options, job)
         if job is None:
             return self._run_local(cls, args, kwargs, options.get("timeout"))
-        await asyncio.to_thread(self._store, job)
+        await self._store_async(job)
         return JobHandle(job.id, job.worker, True, self)
 
     def enqueue_many(self, target: Any, calls: Iterable[Any], /) -> list[JobHandle]:
@@ -445,6 +452,23 @@ class Toniq:
     def _store(self, job: NewJob) -> None:
         self._store_batch([job])
 
+    async def _store_async(self, job: NewJob) -> None:
+        """:meth:`_store` from a coroutine: with the backend's ``enqueue_one_async`` where it
+        has one (Redis: no thread per call), else :meth:`_store` in a thread."""
+        # Not opened yet: opened in the thread (SQLite opens a file), with errors as before.
+        # Asked of the class, as for enqueue_overlapping (see _store_in_batches).
+        backend = self._backend
+        if backend is None or not hasattr(type(backend), "enqueue_one_async"):
+            await asyncio.to_thread(self._store, job)
+            return
+        try:
+            await getattr(backend, "enqueue_one_async")(job)  # noqa: B009 (not in Backend)
+        except EnqueueError:
+            raise
+        except StoreError as exc:
+            raise EnqueueError(f"job of {job.worker} was not stored: {exc}") from exc
+        self._stored_now([job])
+
     def _store_batch(
         self, jobs: list[NewJob], store: Callable[[list[NewJob]], None] | None = None
     ) -> None:
@@ -456,6 +480,11 @@ class Toniq:
         except StoreError as exc:
             what = f"job of {jobs[0].worker}" if len(jobs) == 1 else f"{len(jobs)} jobs"
             raise EnqueueError(f"{what} was not stored: {exc}") from exc
+        self._stored_now(jobs)
+
+    def _stored_now(self, jobs: list[NewJob]) -> None:
+        """What follows a store that succeeded: the enqueue events, and this process's
+        nodes look for the jobs."""
         for job in jobs:
             self.events.enqueued(job.worker, True)
         for node in list(self._nodes):

@@ -338,6 +338,227 @@ def test_enqueue_overlapping_calls_meanwhile_once_while_redis_works(
     assert seen[-1] == 0 and backend.counts() == {W: {"available": 4}}
 
 
+# -- enqueue from a coroutine ------------------------------------------------------------
+
+
+def no_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Make asyncio.to_thread record its calls and run them (so a test can tell whether the
+    loop's own path was taken)."""
+    calls: list[Any] = []
+    real = asyncio.to_thread
+
+    async def recorded(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        calls.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", recorded)
+    return calls
+
+
+def test_enqueue_one_async_waits_for_redis_on_the_event_loop(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = no_threads(monkeypatch)
+
+    async def enqueue(jobs: list[NewJob]) -> None:
+        for job in jobs:
+            await backend.enqueue_one_async(job)
+
+    first, jobs = new(1), new(20)
+    asyncio.run(enqueue(first))  # no idle connection yet: a thread makes one
+    assert len(threads) == 1
+    (conn,) = backend._lanes
+
+    def unused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("redis-py's read path was used")
+
+    monkeypatch.setattr(conn, "read_response", unused)
+    monkeypatch.setattr(conn, "send_packed_command", unused)
+    asyncio.run(enqueue(jobs))  # on the loop, on that connection
+    assert len(threads) == 1 and backend._lanes[0] is conn
+    with pytest.raises(EnqueueError, match="exists"):  # errors as enqueue() raises them
+        asyncio.run(enqueue(jobs[3:4]))
+    assert backend.counts() == {W: {"available": 21}}
+    claimed = backend.claim(node(backend), {W: 21})
+    assert [c.id for c in claimed] == [j.id for j in first + jobs]  # in order, each once
+    assert len(threads) == 1
+
+
+def test_enqueue_one_async_takes_a_thread_for_a_big_payload_or_a_stale_connection(
+    backend: RedisBackend, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toniq.backends.redis import LOOP_SEND_MAX
+
+    threads = no_threads(monkeypatch)
+    backend.enqueue(new(1))
+    (big,) = new(1)
+    big.payload = dumps((b"x" * LOOP_SEND_MAX,), {})
+    asyncio.run(backend.enqueue_one_async(big))  # not sent from the loop: it could block
+    assert len(threads) == 1
+    client.client_kill(lane_address(backend))  # a restart, or the server's idle timeout
+    asyncio.run(backend.enqueue_one_async(new(1)[0]))  # connected again, in the thread
+    assert len(threads) == 2
+    client.script_flush()  # NOSCRIPT from the loop's path: sent again (once) from a thread
+    asyncio.run(backend.enqueue_one_async(new(1)[0]))
+    assert len(threads) == 3
+    asyncio.run(backend.enqueue_one_async(new(1)[0]))
+    assert len(threads) == 3
+    assert backend.counts() == {W: {"available": 5}}
+    assert backend.get_job(big.id) is not None
+
+
+def test_a_cancelled_or_timed_out_enqueue_async_leaves_no_connection_out_of_step(
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+
+    with RedisServer(directory=tmp_path) as srv:
+        backend = RedisBackend(srv.url(timeout="0.5"))
+        assert srv.process is not None
+        pid = srv.process.pid
+        try:
+            backend.enqueue(new(1))
+            (sent, late, after) = new(3)
+
+            async def cancel_while_redis_is_frozen() -> None:
+                task = asyncio.create_task(backend.enqueue_one_async(sent))
+                while backend._lanes:  # until it took the idle connection and sent
+                    await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                asyncio.run(cancel_while_redis_is_frozen())
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert not backend._lanes  # its connection was closed, not put back
+            # What was sent ran once Redis went on; the cancelled call's reply is not read
+            # as the next call's.
+            asyncio.run(backend.enqueue_one_async(late))
+            assert backend.get_job(sent.id) is not None and backend.get_job(late.id) is not None
+            with pytest.raises(EnqueueError, match="exists"):
+                asyncio.run(backend.enqueue_one_async(late))
+
+            # No reply within the URL's timeout: EnqueueError, as enqueue() raises it.
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(EnqueueError, match=r"within 0\.5s; the job may or may not"):
+                    asyncio.run(backend.enqueue_one_async(after))
+                assert time.monotonic() - started < 2
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            asyncio.run(backend.enqueue_one_async(new(1)[0]))
+            assert backend.get_job(after.id) is not None  # it was sent: it ran
+            with pytest.raises(EnqueueError, match="exists"):
+                asyncio.run(backend.enqueue_one_async(after))
+        finally:
+            backend.close()
+
+
+class _SlowReplies:
+    """A TCP proxy to ``port`` that, while ``pause`` is set, sends each piece of a reply as
+    its first byte, then the rest ``pause`` seconds later."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.pause: float | None = None
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.upstream))
+                for src, dst, down in ((client, server, False), (server, client, True)):
+                    threading.Thread(target=self._pump, args=(src, dst, down), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, down: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                pause = self.pause if down else None
+                if pause and len(data) > 1:
+                    dst.sendall(data[:1])
+                    time.sleep(pause)
+                    data = data[1:]
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_RDWR)
+
+
+def test_enqueue_async_keeps_the_loop_running_while_a_reply_comes_in_pieces(
+    server: RedisServer, client: redis.Redis
+) -> None:
+    proxy = _SlowReplies(server.port)
+    backend = RedisBackend(f"redis://127.0.0.1:{proxy.port}/0?queue=q&timeout=5")
+    try:
+        backend.enqueue(new(1))  # the idle connection the loop's path takes
+
+        async def enqueue_and_tick() -> tuple[float, float]:
+            gaps: list[float] = []
+            done = asyncio.Event()
+
+            async def tick() -> None:
+                last = time.monotonic()
+                while not done.is_set():
+                    await asyncio.sleep(0.005)
+                    gaps.append(time.monotonic() - last)
+                    last = time.monotonic()
+
+            ticking = asyncio.create_task(tick())
+            proxy.pause = 0.4
+            started = time.monotonic()
+            await backend.enqueue_one_async(new(1)[0])
+            took = time.monotonic() - started
+            done.set()
+            await ticking
+            return took, max(gaps)
+
+        took, longest = asyncio.run(enqueue_and_tick())
+        proxy.pause = None
+        assert took >= 0.4  # the reply did come in two pieces
+        assert longest < 0.2  # and the loop ran meanwhile: no read waited on the socket
+        assert backend.counts() == {W: {"available": 2}}
+    finally:
+        backend.close()
+        proxy.listener.close()
+
+
+def test_enqueue_async_in_flight_by_the_hundred_keeps_the_connections_bounded(
+    backend: RedisBackend, client: redis.Redis
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from toniq.backends.redis import LOOP_CALLS_MAX
+
+    backend.enqueue(new(1))
+    threads = 4  # the loop's executor, where a call that finds no idle connection connects
+
+    async def many() -> None:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads))
+        room = asyncio.Semaphore(100)  # 100 in flight all along
+
+        async def one(job: NewJob) -> None:
+            async with room:
+                await backend.enqueue_one_async(job)
+
+        await asyncio.gather(*(one(job) for job in new(2_000)))
+
+    asyncio.run(many())
+    assert backend.counts() == {W: {"available": 2_001}}
+    # At most one connection per call on the loop, and one per thread (without the bound,
+    # each call in flight could hold one: 50 in one try).
+    assert len(backend._lanes) <= LOOP_CALLS_MAX + threads
+    mine = [c for c in client.client_list() if c["cmd"] != "client|list"]
+    assert len(mine) <= 16 + threads + 1  # and the one of redis-py's pool (counts())
+
+
 def test_all_keys_of_a_queue_share_one_hash_tag(backend: RedisBackend, client: redis.Redis) -> None:
     n = node(backend)
     backend.enqueue(new(4) + new(1, run_at=HELD) + new(1, "other.Worker"))

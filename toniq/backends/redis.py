@@ -70,6 +70,7 @@ needs the cluster up.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import json
@@ -79,7 +80,9 @@ import os
 import re
 import secrets
 import select
+import socket
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -156,6 +159,14 @@ HANDOFF_WAIT_SHARE = 0.5
 HANDOFF_MARGIN = 0.2
 #: A hand-over list expires this long after its last push (enqueue.lua uses the same).
 HANDOFF_TTL_MS = 600_000
+#: The largest command :meth:`RedisBackend.enqueue_one_async` sends from the event loop's
+#: thread: an idle connection's socket takes this much at once, so sending never blocks the
+#: loop. A larger one (a big payload) is sent from a thread, as before.
+LOOP_SEND_MAX = 8 * 1024
+#: How many :meth:`RedisBackend.enqueue_one_async` calls of one event loop may wait for
+#: Redis at once, each on a connection of its own; the others wait for their turn. It bounds
+#: the connections they hold (a thread pool bounds the others).
+LOOP_CALLS_MAX = 16
 
 
 @cache
@@ -400,6 +411,83 @@ def _io_error(exc: OSError) -> redis.RedisError:
     return redis.ConnectionError(f"Error talking to the server: {exc}")
 
 
+class _NoLoopIO(Exception):
+    """The running event loop cannot watch a socket (``add_reader``): nothing was sent."""
+
+
+async def _exchange_on_loop(
+    loop: asyncio.AbstractEventLoop,
+    conn: Any,
+    parts: tuple[Any, Any, bytearray],
+    packed: bytes,
+    timeout: float,
+) -> Any:
+    """:func:`_exchange` for a caller on ``loop``: the same send and the same reads with the
+    connection's hiredis reader, but the wait for the reply is the loop's (it watches the
+    socket), not a blocked thread. ``conn`` must be connected, on a plain socket, and
+    ``packed`` small (:data:`LOOP_SEND_MAX`). Raises :class:`_NoLoopIO` before sending if
+    the loop cannot watch sockets, ``redis.TimeoutError`` after ``timeout`` seconds."""
+    sock, reader, buffer = parts
+    if reader.has_data():
+        raise redis.ConnectionError("connection out of step: a reply was waiting")
+    pending = reader.gets()  # from an empty reader: its "not enough data" value
+    # The loop calls wake() when the socket has something to read: it ends the wait of the
+    # moment (waiting[0]).
+    waiting = [loop.create_future()]
+
+    def wake() -> None:
+        if not waiting[0].done():
+            waiting[0].set_result(None)
+
+    fd = sock.fileno()
+    try:
+        loop.add_reader(fd, wake)
+    except NotImplementedError as exc:  # e.g. the Proactor loop on Windows
+        raise _NoLoopIO() from exc
+    blocking = sock.gettimeout()
+    try:
+        try:
+            sock.sendall(packed)
+        except OSError as exc:
+            raise _io_error(exc) from exc
+        # A read must never wait: on a socket with a timeout Python would wait for data
+        # itself (up to that timeout), and a loop may wake us before there is any.
+        sock.settimeout(0)
+        reply = pending
+        async with asyncio.timeout(timeout):
+            while reply is pending or (_PUSH is not None and isinstance(reply, _PUSH)):
+                if reply is pending:
+                    await waiting[0]
+                    waiting[0] = loop.create_future()
+                    try:
+                        count = sock.recv_into(buffer)
+                    except BlockingIOError:
+                        continue  # woken with nothing to read yet
+                    except OSError as exc:
+                        raise _io_error(exc) from exc
+                    if not count:
+                        raise redis.ConnectionError("Connection closed by server.")
+                    reader.feed(buffer, 0, count)
+                else:  # RESP3: a push message before the reply (see _exchange)
+                    handle = getattr(conn._parser, "handle_push_response", None)
+                    if handle is not None:
+                        handle(reply)
+                        if conn._sock is not sock:  # the handler closed the connection
+                            raise redis.ConnectionError("connection closed by a push handler")
+                reply = reader.gets()
+    except TimeoutError as exc:  # asyncio.timeout's
+        raise redis.TimeoutError("Timeout reading from the server") from exc
+    finally:
+        loop.remove_reader(fd)
+        if conn._sock is sock:
+            sock.settimeout(blocking)  # as redis-py set it, for its own reads
+    if isinstance(reply, (redis.ResponseError, redis.ConnectionError)):
+        raise reply
+    if isinstance(reply, list) and reply and isinstance(reply[0], redis.ConnectionError):
+        raise reply[0]
+    return reply
+
+
 def _claimed_jobs(flat: list[Any]) -> list[ClaimedJob]:
     """claim.lua's reply, 9 values per job, as jobs in FIFO (seq) order. On every job's
     path: the worker names and tokens, shared by many jobs, are decoded once each."""
@@ -506,6 +594,9 @@ class RedisBackend:
         #: Idle connections for scripts (:meth:`_eval`), made in this process (``_pid``).
         self._lanes: collections.deque[Any] = collections.deque()
         self._pid = os.getpid()
+        #: Per event loop, the turns of its calls of :meth:`_roundtrip_async`.
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        self._slots = weakref.WeakKeyDictionary()
 
     @property
     def cluster(self) -> bool:
@@ -651,21 +742,10 @@ class RedisBackend:
         (see :meth:`_eval`); ``script``: load it and send again if the server lost it;
         ``meanwhile``: called once between the send and the read, while the server works
         (it must not raise)."""
-        lanes = self._lanes
-        if self._pid != os.getpid():
-            lanes.clear()
-            self._pid = os.getpid()
-        try:
-            conn = lanes.pop()
-        except IndexError:
+        conn = self._idle_lane()
+        if conn is None:
             assert self._pool is not None
             conn = self._pool.connection_class(**self._pool.connection_kwargs)
-        else:
-            # As redis-py's pool does: an idle connection with something to read was
-            # closed by the server (a restart, a timeout) or is out of step; start afresh
-            # before sending, which is safe: nothing was sent on it yet.
-            if _stale(conn):
-                conn.disconnect()
         try:
             try:
                 reply = _exchange(conn, packed, meanwhile)
@@ -685,6 +765,64 @@ class RedisBackend:
             raise
         self._put_back(conn)
         return reply
+
+    async def _roundtrip_async(self, packed: bytes, script: Script) -> Any:
+        """:meth:`_roundtrip` for a caller on an event loop, waiting for the reply on the
+        loop (:func:`_exchange_on_loop`). At most :data:`LOOP_CALLS_MAX` calls of one loop
+        wait for Redis at once, each on an idle connection of its own; the others wait for
+        their turn on the loop. The connection must be connected on a plain socket (TCP or
+        Unix: a TLS socket holds decrypted bytes the loop cannot see) and the command at
+        most :data:`LOOP_SEND_MAX` bytes; otherwise, with no idle connection, or if the loop
+        cannot watch sockets, :meth:`_roundtrip` runs in a thread (which may connect)."""
+        if len(packed) > LOOP_SEND_MAX:
+            return await asyncio.to_thread(self._roundtrip, packed, script)
+        loop = asyncio.get_running_loop()
+        async with self._loop_slots(loop):
+            conn = self._idle_lane()
+            parts = None if conn is None else _hiredis_parts(conn)  # None: stale, no hiredis
+            if parts is None or type(parts[0]) is not socket.socket:  # a subclass: TLS
+                if conn is not None:
+                    self._put_back(conn)
+                return await asyncio.to_thread(self._roundtrip, packed, script)
+            try:
+                reply = await _exchange_on_loop(loop, conn, parts, packed, self.timeout)
+            except (_NoLoopIO, redis.exceptions.NoScriptError):
+                # Nothing was sent, or the server lost its scripts (the script did not
+                # run): the thread's path sends it (loading the script first), once.
+                self._put_back(conn)
+                return await asyncio.to_thread(self._roundtrip, packed, script)
+            except redis.ResponseError:
+                self._put_back(conn)  # an error reply: the connection is in step
+                raise
+            except BaseException:
+                conn.disconnect()  # cancelled or failed: a reply may still be on its way
+                raise
+            self._put_back(conn)
+            return reply
+
+    def _loop_slots(self, loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+        """The turns of ``loop``'s calls of :meth:`_roundtrip_async`."""
+        slots = self._slots.get(loop)
+        if slots is None:
+            with self._lock:
+                slots = self._slots.setdefault(loop, asyncio.Semaphore(LOOP_CALLS_MAX))
+        return slots
+
+    def _idle_lane(self) -> Any:
+        """An idle connection of this process for one command, or None. As redis-py's pool
+        does: one with something to read was closed by the server (a restart, a timeout) or
+        is out of step, and is disconnected (it connects again when used), which is safe:
+        nothing was sent on it yet."""
+        if self._pid != os.getpid():
+            self._lanes.clear()  # the parent's sockets are not this process's to use
+            self._pid = os.getpid()
+        try:
+            conn = self._lanes.pop()
+        except IndexError:
+            return None
+        if _stale(conn):
+            conn.disconnect()
+        return conn
 
     def _put_back(self, conn: Any) -> None:
         """Return a connection to the idle ones; close it if the backend closed meanwhile."""
@@ -733,7 +871,7 @@ class RedisBackend:
         they were sent, before the reply is read (on a Redis Cluster, after the reply). Not
         called if they could not be sent. ``meanwhile`` must not raise.
 
-        How :meth:`toniq.App.enqueue_many` signs its next batch of 1,000 while Redis stores
+        How :meth:`toniq.Toniq.enqueue_many` signs its next batch of 1,000 while Redis stores
         this one: client and server work one beside the other instead of in turn."""
         self._enqueue_batch(jobs, meanwhile)
 
@@ -784,7 +922,7 @@ class RedisBackend:
             self._enqueue_script(keys, args, meanwhile)
 
     def _enqueue_one(self, job: NewJob) -> None:
-        """One job on a single Redis, the case of every :meth:`toniq.App.enqueue` call: the
+        """One job on a single Redis, the case of every :meth:`toniq.Toniq.enqueue` call: the
         general form of enqueue.lua for one job (so it may be handed over), sent with the
         parts that do not change from one job of a worker to the next packed once, and no
         context manager. With enqueue.lua's one EXISTS while no node waits, an enqueue took
@@ -793,16 +931,39 @@ class RedisBackend:
         # _guard()'s checks and error translation, inline: no context manager per job.
         if self._closed:
             raise self._closed_error(EnqueueError)
+        try:
+            self._roundtrip(self._one_packed(job), self._scripts["enqueue"])
+        except redis.RedisError as exc:
+            raise (_duplicate(exc) or self._translated("enqueue", EnqueueError, exc)) from exc
+
+    async def enqueue_one_async(self, job: NewJob) -> None:
+        """:meth:`enqueue` of one job for a caller on an event loop
+        (:meth:`toniq.Toniq.enqueue_async`): on a single Redis the command is sent and its
+        reply read on the loop's own thread, on an idle connection, so an ``await`` costs
+        no thread hop (``enqueue_async`` one at a time: 7,800 -> 10,400 jobs/s on 2 cores;
+        100 in flight: 11,200 -> 17,900).
+        Without an idle plain-socket connection (the first call, TLS, every connection
+        busy), for a large payload, and on a Redis Cluster, the store is written from a
+        thread, as :meth:`enqueue` would."""
+        if self._pool is None:  # Redis Cluster: redis-py's client, which blocks
+            await asyncio.to_thread(self.enqueue, [job])
+            return
+        if self._closed:
+            raise self._closed_error(EnqueueError)
+        try:
+            await self._roundtrip_async(self._one_packed(job), self._scripts["enqueue"])
+        except redis.RedisError as exc:
+            raise (_duplicate(exc) or self._translated("enqueue", EnqueueError, exc)) from exc
+
+    def _one_packed(self, job: NewJob) -> bytes:
+        """The packed EVALSHA of :meth:`_enqueue_one` for ``job``."""
         parts = self._one_of.get(job.worker)
         if parts is None:
             parts = self._one_parts(job.worker)
         middle = _pack((job.id, 1, job.payload, *self._times(job)))
         # pack_command() starts with the count of its items, b"*6\r\n": the head has the
         # count of the whole command.
-        try:
-            self._roundtrip(parts[0] + middle[4:] + parts[1], self._scripts["enqueue"])
-        except redis.RedisError as exc:
-            raise (_duplicate(exc) or self._translated("enqueue", EnqueueError, exc)) from exc
+        return parts[0] + middle[4:] + parts[1]
 
     def _one_parts(self, worker: str) -> tuple[bytes, bytes]:
         """The packed head (count, EVALSHA, sha, keys, ``1``, the worker) and tail (the
