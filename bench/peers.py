@@ -91,6 +91,16 @@ PARTICIPANTS: tuple[Participant, ...] = (
         settings={"takeover": "short"},
     ),
     Participant(
+        "toniq-async",
+        "toniq",
+        "toniq",
+        12,
+        "as toniq, enqueueing with `await app.enqueue_async(...)` (one coroutine, one job at a "
+        "time) instead of `app.enqueue(...)`",
+        ("W1",),
+        settings={"enqueue": "async"},
+    ),
+    Participant(
         "rq",
         "rq",
         "rq",
@@ -200,6 +210,6 @@ PARTICIPANTS: tuple[Participant, ...] = (
 BY_NAME = {p.name: p for p in PARTICIPANTS}
 #: ``--only toniq`` also selects its variants.
 GROUPS = {
-    "toniq": ("toniq", "toniq-def", "toniq-short", "toniq-sqlite"),
+    "toniq": ("toniq", "toniq-def", "toniq-short", "toniq-async", "toniq-sqlite"),
     "huey": ("huey", "huey-sqlite"),
 }

@@ -89,3 +89,17 @@ class Bench(Adapter):
 
     def close(self) -> None:
         app.close()
+
+
+class AsyncBench(Bench):
+    """toniq-async: the same, from a coroutine (``await app.enqueue_async(...)``)."""
+
+    is_async = True
+    bulk = None
+
+    async def enqueue(self, kind: str, i: int) -> None:  # type: ignore[override]
+        await app.enqueue_async(WORKERS[kind], i)
+
+
+if SETTINGS.get("enqueue") == "async":
+    Bench = AsyncBench  # type: ignore[misc]
