@@ -341,7 +341,7 @@ def test_enqueue_overlapping_calls_meanwhile_once_while_redis_works(
 # -- enqueue from a coroutine ------------------------------------------------------------
 
 
-def no_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+def thread_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Make asyncio.to_thread record its calls and run them (so a test can tell whether the
     loop's own path was taken)."""
     calls: list[Any] = []
@@ -358,7 +358,7 @@ def no_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def test_enqueue_one_async_waits_for_redis_on_the_event_loop(
     backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads = no_threads(monkeypatch)
+    threads = thread_calls(monkeypatch)
 
     async def enqueue(jobs: list[NewJob]) -> None:
         for job in jobs:
@@ -389,7 +389,7 @@ def test_enqueue_one_async_takes_a_thread_for_a_big_payload_or_a_stale_connectio
 ) -> None:
     from toniq.backends.redis import LOOP_SEND_MAX
 
-    threads = no_threads(monkeypatch)
+    threads = thread_calls(monkeypatch)
     backend.enqueue(new(1))
     (big,) = new(1)
     big.payload = dumps((b"x" * LOOP_SEND_MAX,), {})
